@@ -1,0 +1,1 @@
+"""Cost measurements, separate from task accuracy: FLOPs (:mod:`.flops`)."""

@@ -1,0 +1,170 @@
+"""The PyramidDrop schedule: where the stages end and how many image tokens each keeps.
+
+A schedule is two lists of equal length S-1 (S = number of stages):
+
+* ``layer_list[s]``: boundary ``s``, counted in decoder layers already run (1-based). ``[8, 16, 24]``
+  on a 32-layer LLM drops after layers 8, 16 and 24. Strictly increasing, each in
+  ``[1, num_hidden_layers - 1]``: a boundary needs a next layer to score with.
+* ``image_token_ratio_list[s]``: after boundary ``s`` a sample keeps ``floor(N0 * ratio)`` image
+  tokens, where ``N0`` is the number it had at the input. Each ratio in ``(0, 1]``, non-increasing.
+
+``position_mode`` says how position ids behave after a drop: ``"compact"`` (default, as the paper's
+code) closes the gaps left by dropped tokens; ``"original"`` keeps each token's input position.
+
+Invalid schedules are refused at construction with a ``ValueError`` that names the field and value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+POSITION_MODES = ("compact", "original")
+
+
+@dataclass(frozen=True)
+class PDropConfig:
+    """A validated PyramidDrop schedule (see the module docstring for the rule)."""
+
+    layer_list: tuple[int, ...]
+    """Stage boundaries in layers already run, e.g. ``(8, 16, 24)``."""
+    image_token_ratio_list: tuple[float, ...]
+    """Image tokens kept after each boundary, relative to the input count, e.g. ``(0.5, 0.25, 0.125)``."""
+    position_mode: str = "compact"
+    """``"compact"`` renumbers positions over the kept tokens; ``"original"`` keeps input positions."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layer_list", _as_layer_tuple(self.layer_list))
+        object.__setattr__(self, "image_token_ratio_list", _as_ratio_tuple(self.image_token_ratio_list))
+        _check_lengths(self.layer_list, self.image_token_ratio_list)
+        if self.position_mode not in POSITION_MODES:
+            raise ValueError(f"position_mode={self.position_mode!r} is not one of {POSITION_MODES}")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_lambda(
+        cls, lambda_: float, stages: int, num_hidden_layers: int, position_mode: str = "compact"
+    ) -> "PDropConfig":
+        """The paper's shorthand: ``stages`` equal stages, ratio ``lambda_ ** s`` after boundary ``s``.
+
+        Boundaries are ``s * num_hidden_layers / stages`` for ``s = 1 .. stages-1``; they must be whole
+        layers (e.g. 32 layers and 4 stages give 8, 16, 24), otherwise pass ``layer_list`` explicitly.
+        """
+        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 2:
+            raise ValueError(f"stages={stages!r} must be an integer >= 2")
+        if isinstance(num_hidden_layers, bool) or not isinstance(num_hidden_layers, int) or num_hidden_layers < stages:
+            raise ValueError(f"num_hidden_layers={num_hidden_layers!r} must be an integer >= stages ({stages})")
+        if not isinstance(lambda_, (int, float)) or isinstance(lambda_, bool) or not 0 < lambda_ <= 1:
+            raise ValueError(f"lambda={lambda_!r} must be in (0, 1]")
+        if num_hidden_layers % stages:
+            raise ValueError(
+                f"stages={stages} does not divide num_hidden_layers={num_hidden_layers} into whole layers; "
+                "pass layer_list explicitly"
+            )
+        step = num_hidden_layers // stages
+        layers = [s * step for s in range(1, stages)]
+        ratios = [float(lambda_) ** s for s in range(1, stages)]
+        return cls(tuple(layers), tuple(ratios), position_mode)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PDropConfig":
+        """Inverse of :meth:`to_dict` (what ``model.config.pdrop`` holds)."""
+        unknown = set(data) - {"layer_list", "image_token_ratio_list", "position_mode"}
+        if unknown:
+            raise ValueError(f"unknown PyramidDrop config keys: {sorted(unknown)}")
+        return cls(
+            layer_list=data["layer_list"],
+            image_token_ratio_list=data["image_token_ratio_list"],
+            position_mode=data.get("position_mode", "compact"),
+        )
+
+    @classmethod
+    def from_strings(
+        cls, layer_list: str, image_token_ratio_list: str, position_mode: str = "compact"
+    ) -> "PDropConfig":
+        """Parse the command-line form: ``--layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]'``."""
+        return cls(_parse_list("layer_list", layer_list), _parse_list("image_token_ratio_list", image_token_ratio_list),
+                   position_mode)
+
+    # ------------------------------------------------------------------ queries
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layer_list"] = list(self.layer_list)
+        data["image_token_ratio_list"] = list(self.image_token_ratio_list)
+        return data
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.layer_list) + 1
+
+    def validate_for(self, num_hidden_layers: int) -> None:
+        """Refuse boundaries that a model with ``num_hidden_layers`` layers cannot have."""
+        last = self.layer_list[-1]
+        if last > num_hidden_layers - 1:
+            raise ValueError(
+                f"layer_list={list(self.layer_list)}: boundary {last} needs a next layer to rank with, "
+                f"but the language model has only {num_hidden_layers} layers (boundaries must be <= "
+                f"{num_hidden_layers - 1})"
+            )
+
+    def stage_layers(self, num_hidden_layers: int) -> list[range]:
+        """The decoder layer indices (0-based) of each stage: ``[range(0, 8), range(8, 16), ...]``."""
+        self.validate_for(num_hidden_layers)
+        edges = [0, *self.layer_list, num_hidden_layers]
+        return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+    def keep_count(self, n0: int, boundary: int) -> int:
+        """Image tokens a sample with ``n0`` input image tokens keeps after ``boundary`` (0-based)."""
+        return math.floor(n0 * self.image_token_ratio_list[boundary])
+
+
+def _as_layer_tuple(values: Sequence[int]) -> tuple[int, ...]:
+    values = _as_sequence("layer_list", values)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"layer_list={list(values)}: {v!r} is not an integer layer count")
+        if v < 1:
+            raise ValueError(f"layer_list={list(values)}: boundary {v} must be >= 1")
+    for a, b in zip(values[:-1], values[1:]):
+        if b <= a:
+            raise ValueError(f"layer_list={list(values)} must be strictly increasing ({a} then {b})")
+    return tuple(values)
+
+
+def _as_ratio_tuple(values: Sequence[float]) -> tuple[float, ...]:
+    values = _as_sequence("image_token_ratio_list", values)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"image_token_ratio_list={list(values)}: {v!r} is not a number")
+        if not 0 < v <= 1:
+            raise ValueError(f"image_token_ratio_list={list(values)}: ratio {v} is outside (0, 1]")
+    for a, b in zip(values[:-1], values[1:]):
+        if b > a:
+            raise ValueError(f"image_token_ratio_list={list(values)} must be non-increasing ({a} then {b})")
+    return tuple(float(v) for v in values)
+
+
+def _as_sequence(name: str, values: Any) -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"{name}={values!r} must be a list")
+    if len(values) == 0:
+        raise ValueError(f"{name} is empty: a schedule needs at least one boundary (use None to turn PyramidDrop off)")
+    return list(values)
+
+
+def _check_lengths(layers: tuple[int, ...], ratios: tuple[float, ...]) -> None:
+    if len(layers) != len(ratios):
+        raise ValueError(
+            f"layer_list has {len(layers)} boundaries {list(layers)} but image_token_ratio_list has "
+            f"{len(ratios)} ratios {list(ratios)}: they must have one ratio per boundary"
+        )
+
+
+def _parse_list(name: str, text: str) -> list:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name}={text!r} is not a JSON list such as [8,16,24]: {err}") from None
+    return value

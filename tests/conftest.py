@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny random LLaVA models and batches built by hand (no downloads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from llava.model.builder import build_random_llava
+from llava.paths import load_model_preset
+from llava.pdrop import PDropConfig
+
+IMAGE_TOKEN = 127
+PAD = 0
+N_IMAGE = 16  # tiny preset: (28 / 7) ** 2 patches, CLS dropped
+TINY_SCHEDULE = PDropConfig([1, 2, 3], [0.5, 0.25, 0.125])
+
+
+def tiny_model(schedule=TINY_SCHEDULE, attn="eager", seed=0):
+    """The tiny preset with larger random weights, so attention is peaked and positions matter."""
+    spec = load_model_preset("tiny-llava")
+    spec["text_config"]["initializer_range"] = 0.2
+    return build_random_llava(spec, schedule, attn_implementation=attn, seed=seed)
+
+
+@dataclass
+class Sample:
+    before: list[int]  # text before the image
+    after: list[int]  # text after the image (the prompt end)
+    has_image: bool = True
+    answer: list[int] | None = None  # training: answer tokens appended after `after`
+    extra_spans: tuple[tuple[int, int], ...] = ()  # more labelled [start, end) ranges of ids() (multi-turn)
+
+    def ids(self) -> list[int]:
+        image = [IMAGE_TOKEN] * N_IMAGE if self.has_image else []
+        return self.before + image + self.after + (self.answer or [])
+
+    def labels(self) -> list[int]:
+        ids = self.ids()
+        prompt = len(ids) - len(self.answer or [])
+        labels = [-100] * prompt + list(self.answer or [])
+        for start, end in self.extra_spans:
+            labels[start:end] = ids[start:end]
+        return labels
+
+
+def make_batch(samples: list[Sample], padding_side: str = "left", seed: int = 0) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask / pixel_values (/ labels when any sample has an answer)."""
+    rows = [s.ids() for s in samples]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), PAD)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for b, (row, sample) in enumerate(zip(rows, samples)):
+        span = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
+        ids[b, span] = torch.tensor(row)
+        mask[b, span] = 1
+        labels[b, span] = torch.tensor(sample.labels())
+    gen = torch.Generator().manual_seed(seed)
+    n_images = sum(s.has_image for s in samples)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if n_images:
+        batch["pixel_values"] = torch.randn(n_images, 3, 28, 28, generator=gen)
+    if any(s.answer or s.extra_spans for s in samples):
+        batch["labels"] = labels
+    return batch
+
+
+def position_ids_for(mask: torch.Tensor) -> torch.Tensor:
+    """What generate() computes: 0..n-1 over the real tokens of each row."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@pytest.fixture
+def model():
+    return tiny_model()

@@ -1,0 +1,105 @@
+"""The ranking on hand-built cases, and its invariances."""
+
+import math
+
+import torch
+from torch import nn
+
+from llava.pdrop.keep import compaction_index, select_image_tokens
+from llava.pdrop.ranking import image_token_scores, inference_query_mask, query_slots, training_query_mask
+
+from ..conftest import tiny_model
+
+
+class _Attn(nn.Module):
+    def __init__(self, q_weight, k_weight, head_dim):
+        super().__init__()
+        self.q_proj = nn.Linear(q_weight.shape[1], q_weight.shape[0], bias=False)
+        self.k_proj = nn.Linear(k_weight.shape[1], k_weight.shape[0], bias=False)
+        self.q_proj.weight.data, self.k_proj.weight.data = q_weight, k_weight
+        self.head_dim = head_dim
+
+
+class _Layer(nn.Module):
+    def __init__(self, q_weight, k_weight, head_dim):
+        super().__init__()
+        self.input_layernorm = nn.Identity()
+        self.self_attn = _Attn(q_weight, k_weight, head_dim)
+
+
+def _no_rotation(n, head_dim):
+    return torch.ones(1, n, head_dim), torch.zeros(1, n, head_dim)
+
+
+def test_hand_built_scores_are_the_softmax_row_of_the_query():
+    # one head of dim 2; q = sqrt(2) * h, k = h, so logits = a_j for a query h = [1, 0]
+    layer = _Layer(math.sqrt(2) * torch.eye(2), torch.eye(2), head_dim=2)
+    a = [0.0, 2.0, -1.0, 1.0, 1.0]  # text, img, img, img, query (text)
+    hidden = torch.tensor([[x, 0.0] for x in a[:-1]] + [[1.0, 0.0]])[None]
+    scores = image_token_scores(layer, hidden, _no_rotation(5, 2), torch.ones(1, 5, dtype=torch.bool),
+                                torch.tensor([[4]]), torch.tensor([[True]]))
+    z = sum(math.exp(x) for x in a)
+    expected = torch.tensor([[math.exp(x) / z for x in a]])
+    torch.testing.assert_close(scores, expected)
+    image_mask = torch.tensor([[False, True, True, True, False]])
+    keep = select_image_tokens(scores, image_mask, torch.tensor([2]))
+    assert keep.tolist() == [[False, True, False, True, False]]
+
+
+def test_keys_after_the_query_and_padding_get_nothing():
+    layer = _Layer(torch.eye(2), torch.eye(2), head_dim=2)
+    hidden = torch.randn(1, 6, 2)
+    key_mask = torch.tensor([[False, True, True, True, True, True]])  # slot 0 is padding
+    scores = image_token_scores(layer, hidden, _no_rotation(6, 2), key_mask, torch.tensor([[3]]), torch.tensor([[True]]))
+    assert scores[0, 0] == 0 and scores[0, 4:].abs().sum() == 0
+    torch.testing.assert_close(scores.sum(), torch.tensor(1.0))
+
+
+def test_grouped_query_heads_use_their_own_key_head():
+    torch.manual_seed(0)
+    # 2 query heads share 1 key head (dim 2): the score is the mean of the two heads' softmax rows
+    q_weight, k_weight = torch.randn(4, 2), torch.randn(2, 2)
+    layer = _Layer(q_weight, k_weight, head_dim=2)
+    hidden = torch.randn(1, 4, 2)
+    scores = image_token_scores(layer, hidden, _no_rotation(4, 2), torch.ones(1, 4, dtype=torch.bool),
+                                torch.tensor([[3]]), torch.tensor([[True]]))
+    k = hidden[0] @ k_weight.T
+    rows = [torch.softmax((hidden[0, 3] @ q_weight[2 * h:2 * h + 2].T) @ k.T / math.sqrt(2), dim=0) for h in range(2)]
+    torch.testing.assert_close(scores[0], (rows[0] + rows[1]) / 2)
+
+
+def test_padded_scores_equal_the_unpadded_sample():
+    model = tiny_model()
+    layer, rotary = model.model.language_model.layers[1], model.model.language_model.rotary_emb
+    hidden = torch.randn(1, 10, 64)
+    padded = torch.cat([torch.randn(1, 3, 64), hidden], dim=1)
+    mask = torch.tensor([[False] * 3 + [True] * 10])
+    pos = torch.tensor([[0, 0, 0] + list(range(10))])
+    alone = image_token_scores(layer, hidden, rotary(hidden, torch.arange(10)[None]), torch.ones(1, 10, dtype=torch.bool),
+                               torch.tensor([[9]]), torch.tensor([[True]]))
+    batched = image_token_scores(layer, padded, rotary(padded, pos), mask, torch.tensor([[12]]), torch.tensor([[True]]))
+    torch.testing.assert_close(batched[:, 3:], alone)
+
+
+def test_query_masks():
+    labels = torch.tensor([[-100, -100, 5, 6, -100, -100, 7, -100], [-100, -100, -100, -100, -100, -100, -100, -100]])
+    assert training_query_mask(labels).nonzero().tolist() == [[0, 1], [0, 5]]
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    assert inference_query_mask(mask).nonzero().tolist() == [[0, 3], [1, 1]]
+    index, valid = query_slots(training_query_mask(labels))
+    assert index.tolist() == [[1, 5], [0, 0]] and valid.tolist() == [[True, True], [False, False]]
+
+
+def test_compaction_layouts():
+    keep = torch.tensor([[True, False, True, True], [False, True, False, False]])
+    index, valid = compaction_index(keep, align_right=True)
+    assert index.tolist() == [[0, 2, 3], [0, 0, 1]] and valid.tolist() == [[True] * 3, [False, False, True]]
+    index, valid = compaction_index(keep, align_right=False)
+    assert index.tolist() == [[0, 2, 3], [1, 0, 0]] and valid.tolist() == [[True] * 3, [True, False, False]]
+
+
+def test_selection_keeps_per_sample_counts_and_breaks_ties_to_the_earlier_token():
+    scores = torch.tensor([[0.1, 0.5, 0.5, 0.2], [0.9, 0.1, 0.3, 0.2]])
+    image_mask = torch.tensor([[True, True, True, True], [False, True, True, True]])
+    keep = select_image_tokens(scores, image_mask, torch.tensor([1, 2]))
+    assert keep.tolist() == [[False, True, False, False], [False, False, True, True]]
