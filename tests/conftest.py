@@ -31,9 +31,13 @@ class Sample:
     has_image: bool = True
     answer: list[int] | None = None  # training: answer tokens appended after `after`
     extra_spans: tuple[tuple[int, int], ...] = ()  # more labelled [start, end) ranges of ids() (multi-turn)
+    image_tokens: tuple[int, ...] = (N_IMAGE,)  # tokens of each image (several images: one pool)
 
     def ids(self) -> list[int]:
-        image = [IMAGE_TOKEN] * N_IMAGE if self.has_image else []
+        image = []
+        if self.has_image:
+            for i, count in enumerate(self.image_tokens):
+                image += ([99] if i else []) + [IMAGE_TOKEN] * count  # a text token between two images
         return self.before + image + self.after + (self.answer or [])
 
     def labels(self) -> list[int]:
@@ -58,7 +62,7 @@ def make_batch(samples: list[Sample], padding_side: str = "left", seed: int = 0)
         mask[b, span] = 1
         labels[b, span] = torch.tensor(sample.labels())
     gen = torch.Generator().manual_seed(seed)
-    n_images = sum(s.has_image for s in samples)
+    n_images = sum(len(s.image_tokens) for s in samples if s.has_image)
     batch = {"input_ids": ids, "attention_mask": mask}
     if n_images:
         batch["pixel_values"] = torch.randn(n_images, 3, 28, 28, generator=gen)

@@ -1,5 +1,5 @@
 """Model classes: transformers' LLaVA classes with the PyramidDrop language-model forward."""
 
-from .pdrop_llava import PDropLlavaForConditionalGeneration
+from .pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
 
-__all__ = ["PDropLlavaForConditionalGeneration"]
+__all__ = ["PDropLlavaForConditionalGeneration", "PDropLlavaNextForConditionalGeneration"]

@@ -1,6 +1,8 @@
 """Build LLaVA models of a preset's shape with random weights (tests, demo, benchmarks).
 
-Real checkpoints load with ``PDropLlavaForConditionalGeneration.from_pretrained(hub_id_or_dir)``.
+A preset (``configs/models/NAME.json``) names the architecture (``llava`` or ``llava_next``), the
+language model and vision tower configs, and the image/text token counts used by the FLOPs and
+benchmark commands. Real checkpoints load with ``PDropLlava...ForConditionalGeneration.from_pretrained``.
 """
 
 from __future__ import annotations
@@ -8,27 +10,39 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoConfig, LlavaConfig
+from transformers import AutoConfig, LlavaConfig, LlavaNextConfig
 
 from ..paths import load_model_preset
 from ..pdrop.schedule import PDropConfig
-from .pdrop_llava import PDropLlavaForConditionalGeneration
+from .pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
+
+ARCHITECTURES = {
+    "llava": (LlavaConfig, PDropLlavaForConditionalGeneration),
+    "llava_next": (LlavaNextConfig, PDropLlavaNextForConditionalGeneration),
+}
 
 
-def llava_config_from_preset(preset: str | dict[str, Any]) -> LlavaConfig:
-    """A ``LlavaConfig`` from a preset name (``configs/models/NAME.json``) or an already loaded dict."""
+def _preset(preset: str | dict[str, Any]) -> dict[str, Any]:
     spec = load_model_preset(preset) if isinstance(preset, str) else preset
-    if spec.get("architecture", "llava") != "llava":
-        raise ValueError(f"preset architecture {spec.get('architecture')!r}: only 'llava' models can be built here")
-    text = dict(spec["text_config"])
-    vision = dict(spec["vision_config"])
-    return LlavaConfig(
+    if spec.get("architecture", "llava") not in ARCHITECTURES:
+        raise ValueError(f"preset architecture {spec.get('architecture')!r} is not one of {sorted(ARCHITECTURES)}")
+    return spec
+
+
+def llava_config_from_preset(preset: str | dict[str, Any]) -> LlavaConfig | LlavaNextConfig:
+    """A ``LlavaConfig`` / ``LlavaNextConfig`` from a preset name or an already loaded dict."""
+    spec = _preset(preset)
+    config_class, _ = ARCHITECTURES[spec.get("architecture", "llava")]
+    text, vision = dict(spec["text_config"]), dict(spec["vision_config"])
+    extra = {"image_grid_pinpoints": spec["image_grid_pinpoints"]} if "image_grid_pinpoints" in spec else {}
+    return config_class(
         text_config=AutoConfig.for_model(text.pop("model_type"), **text),
         vision_config=AutoConfig.for_model(vision.pop("model_type"), **vision),
         image_token_id=spec["image_token_id"],
         projector_hidden_act=spec.get("projector_hidden_act", "gelu"),
         vision_feature_layer=spec.get("vision_feature_layer", -2),
         vision_feature_select_strategy=spec.get("vision_feature_select_strategy", "default"),
+        **extra,
     )
 
 
@@ -38,11 +52,12 @@ def build_random_llava(
     attn_implementation: str = "eager",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
-) -> PDropLlavaForConditionalGeneration:
+):
     """A randomly initialised model of the preset's shape, PyramidDrop on if ``pdrop_config`` is given."""
-    config = llava_config_from_preset(preset)
+    spec = _preset(preset)
+    config = llava_config_from_preset(spec)
     torch.manual_seed(seed)
-    model = PDropLlavaForConditionalGeneration(config)
+    model = ARCHITECTURES[spec.get("architecture", "llava")][1](config)
     model.set_attn_implementation(attn_implementation)
     model.set_pdrop_config(pdrop_config)
     return model.to(dtype).eval()

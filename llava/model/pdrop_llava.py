@@ -1,4 +1,8 @@
-"""LLaVA with PyramidDrop: transformers' ``LlavaForConditionalGeneration`` plus a stage-wise language model.
+"""LLaVA with PyramidDrop: transformers' LLaVA classes plus a stage-wise language model.
+
+``PDropLlavaForConditionalGeneration`` (LLaVA-1.5) and ``PDropLlavaNextForConditionalGeneration``
+(LLaVA-NeXT, any resolution) share one forward (:class:`PDropMixin`): the image tokens of a sample
+form one pool, whatever they come from (several images, NeXT's base image, crops and newlines).
 
 The vision tower, projector, embedding merge and LM head are transformers' own; only the language
 model's forward is replaced by :func:`llava.pdrop.decoder.pdrop_decoder_forward`. The schedule lives
@@ -15,8 +19,9 @@ kept at every stage of the last prefill.
 from __future__ import annotations
 
 import torch
-from transformers import LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
+from transformers.models.llava_next.modeling_llava_next import LlavaNextCausalLMOutputWithPast
 
 from ..pdrop.cache import PDropCache
 from ..pdrop.decoder import DropTrace, check_decoder_supported, pdrop_decoder_forward
@@ -31,6 +36,7 @@ class PDropMixin:
     pdrop_config: PDropConfig | None
     pdrop_trace: DropTrace | None
     stock_class: type
+    output_class: type
 
     def _init_pdrop(self) -> None:
         saved = getattr(self.config, "pdrop", None)
@@ -74,38 +80,6 @@ class PDropMixin:
             _check_generation_supported(self, kwargs)
         return super().generate(*args, **kwargs)
 
-    def _run_pdrop_language_model(self, inputs_embeds, image_mask, attention_mask, position_ids, past_key_values,
-                                  use_cache, labels, pdrop_query_mask, kwargs):
-        for flag in ("output_attentions", "output_hidden_states"):
-            if kwargs.pop(flag, None):
-                raise ValueError(f"{flag}=True is not supported with PyramidDrop (layers see different lengths)")
-        if use_cache is None:
-            use_cache = self.config.get_text_config().use_cache and not (self.training and labels is not None)
-        out = pdrop_decoder_forward(
-            self.model.language_model, self.pdrop_config, inputs_embeds, image_mask,
-            attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
-            use_cache=use_cache, labels=labels, query_mask=pdrop_query_mask, **kwargs,
-        )
-        if out.trace is not None:
-            self.pdrop_trace = out.trace
-        return out
-
-
-class PDropLlavaForConditionalGeneration(PDropMixin, LlavaForConditionalGeneration):
-    """``LlavaForConditionalGeneration`` whose language model runs PyramidDrop when ``config.pdrop`` is set.
-
-    Load a released checkpoint (its saved schedule applies) or override it::
-
-        model = PDropLlavaForConditionalGeneration.from_pretrained(
-            "llava-hf/llava-1.5-7b-hf", pdrop_config=PDropConfig([8, 16, 24], [0.5, 0.25, 0.125]))
-    """
-
-    stock_class = LlavaForConditionalGeneration
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._init_pdrop()
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -140,6 +114,54 @@ class PDropLlavaForConditionalGeneration(PDropMixin, LlavaForConditionalGenerati
                                              use_cache, labels, pdrop_query_mask, kwargs)
         return _lm_head_and_loss(self, out, labels, logits_to_keep, image_features, kwargs)
 
+    def _run_pdrop_language_model(self, inputs_embeds, image_mask, attention_mask, position_ids, past_key_values,
+                                  use_cache, labels, pdrop_query_mask, kwargs):
+        for flag in ("output_attentions", "output_hidden_states"):
+            if kwargs.pop(flag, None):
+                raise ValueError(f"{flag}=True is not supported with PyramidDrop (layers see different lengths)")
+        if use_cache is None:
+            use_cache = self.config.get_text_config().use_cache and not (self.training and labels is not None)
+        out = pdrop_decoder_forward(
+            self.model.language_model, self.pdrop_config, inputs_embeds, image_mask,
+            attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
+            use_cache=use_cache, labels=labels, query_mask=pdrop_query_mask, **kwargs,
+        )
+        if out.trace is not None:
+            self.pdrop_trace = out.trace
+        return out
+
+
+class PDropLlavaForConditionalGeneration(PDropMixin, LlavaForConditionalGeneration):
+    """``LlavaForConditionalGeneration`` whose language model runs PyramidDrop when ``config.pdrop`` is set.
+
+    Load a released checkpoint (its saved schedule applies) or override it::
+
+        model = PDropLlavaForConditionalGeneration.from_pretrained(
+            "llava-hf/llava-1.5-7b-hf", pdrop_config=PDropConfig([8, 16, 24], [0.5, 0.25, 0.125]))
+    """
+
+    stock_class = LlavaForConditionalGeneration
+    output_class = LlavaCausalLMOutputWithPast
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._init_pdrop()
+
+
+class PDropLlavaNextForConditionalGeneration(PDropMixin, LlavaNextForConditionalGeneration):
+    """``LlavaNextForConditionalGeneration`` (any-resolution LLaVA-NeXT) with PyramidDrop.
+
+    A sample's pool is all its image tokens: base image, any-resolution crops and newline tokens;
+    samples with different crop counts have different N0 and are cut on their own.
+    """
+
+    stock_class = LlavaNextForConditionalGeneration
+    output_class = LlavaNextCausalLMOutputWithPast
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._init_pdrop()
+
 
 def merge_image_features(model, input_ids, inputs_embeds, pixel_values, vision_feature_layer,
                          vision_feature_select_strategy, image_sizes):
@@ -157,24 +179,41 @@ def merge_image_features(model, input_ids, inputs_embeds, pixel_values, vision_f
     else:
         image_token = llava.get_input_embeddings()(torch.tensor(model.config.image_token_id, device=inputs_embeds.device))
         image_mask = (inputs_embeds == image_token).all(dim=-1)
-    if pixel_values is None:
+    if pixel_values is None or pixel_values.shape[0] == 0:
         return inputs_embeds, image_mask, None
+    if isinstance(model, LlavaNextForConditionalGeneration):
+        check_image_sizes(pixel_values, image_sizes)
     features = llava.get_image_features(
         pixel_values=pixel_values, vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy=vision_feature_select_strategy, image_sizes=image_sizes, return_dict=True,
     ).pooler_output
     features = torch.cat(list(features), dim=0).to(inputs_embeds.device, inputs_embeds.dtype)
-    check_image_token_count(int(image_mask.sum()), features.shape[0])
+    check_image_token_count(int(image_mask.sum()), features.shape[0], num_images=len(image_sizes) if image_sizes is not None
+                            else pixel_values.shape[0])
     inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], features)
     return inputs_embeds, image_mask, features
 
 
-def check_image_token_count(num_tokens: int, num_features: int) -> None:
+def check_image_token_count(num_tokens: int, num_features: int, num_images: int) -> None:
     if num_tokens != num_features:
         raise ValueError(
-            f"image-token count mismatch: the input holds {num_tokens} image tokens but the images give "
-            f"{num_features} feature vectors (the processor must expand each <image> to one token per feature)"
+            f"image-token count mismatch: the input holds {num_tokens} image tokens but the {num_images} image(s) "
+            f"give {num_features} feature vectors (the processor must expand each <image> to one token per "
+            "feature, and every <image> needs its image)"
         )
+
+
+def check_image_sizes(pixel_values: torch.Tensor, image_sizes: torch.Tensor | None) -> None:
+    """LLaVA-NeXT needs one ``(height, width)`` per image to unpad its crops."""
+    if image_sizes is None:
+        raise ValueError("LLaVA-NeXT needs image_sizes (num_images, 2) with pixel_values: the processor returns it")
+    sizes = torch.as_tensor(image_sizes)
+    if sizes.dim() != 2 or sizes.shape[1] != 2:
+        raise ValueError(f"image_sizes must have shape (num_images, 2), got {tuple(sizes.shape)}")
+    if pixel_values.dim() == 5 and sizes.shape[0] != pixel_values.shape[0]:
+        raise ValueError(f"image_sizes has {sizes.shape[0]} rows but pixel_values holds {pixel_values.shape[0]} images")
+    if bool((sizes <= 0).any()):
+        raise ValueError(f"image_sizes must be positive (height, width) pairs, got {sizes.tolist()}")
 
 
 def _lm_head_and_loss(model, out, labels, logits_to_keep, image_features, kwargs):
@@ -188,7 +227,7 @@ def _lm_head_and_loss(model, out, labels, logits_to_keep, image_features, kwargs
     if labels is not None:
         vocab_size = model.config.get_text_config().vocab_size
         loss = model.loss_function(logits=logits, labels=out.labels, vocab_size=vocab_size, **kwargs)
-    return LlavaCausalLMOutputWithPast(
+    return model.output_class(
         loss=loss, logits=logits, past_key_values=out.past_key_values, image_hidden_states=image_features,
     )
 

@@ -90,6 +90,25 @@ def check_decoder_supported(decoder: nn.Module) -> None:
                 missing.append(f"support for self_attn.{extra} (not implemented in the ranking)")
     if missing:
         raise ValueError(f"PyramidDrop does not support the decoder {type(decoder).__name__}: missing {missing}")
+    _check_no_active_sliding_window(decoder)
+
+
+def _check_no_active_sliding_window(decoder: nn.Module) -> None:
+    """Sliding-window attention (Mistral, some Qwen2) is refused unless the window can never bind.
+
+    The stage loop builds full causal masks; a window shorter than the longest sequence would
+    need a sliding mask over the compacted tokens, which this implementation does not do.
+    """
+    config = decoder.config
+    window = getattr(config, "sliding_window", None)
+    sliding_layers = "sliding_attention" in (getattr(config, "layer_types", None) or [])
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if (window is not None or sliding_layers) and (window is None or max_positions is None or window < max_positions):
+        raise ValueError(
+            f"PyramidDrop does not support sliding-window attention in {type(decoder).__name__} "
+            f"(sliding_window={window}, max_position_embeddings={max_positions}): set text_config.sliding_window=None "
+            "(exact while every sequence is shorter than the window) or use a full-attention model"
+        )
 
 
 def pdrop_decoder_forward(

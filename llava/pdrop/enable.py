@@ -8,16 +8,16 @@ from .schedule import PDropConfig
 
 
 def _class_pairs() -> dict[type, type]:
-    from ..model.pdrop_llava import PDropLlavaForConditionalGeneration
+    from ..model.pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
 
-    return {PDropLlavaForConditionalGeneration.stock_class: PDropLlavaForConditionalGeneration}
+    return {cls.stock_class: cls for cls in (PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration)}
 
 
 def enable_pdrop(model: nn.Module, config: PDropConfig | dict | None) -> nn.Module:
     """Turn PyramidDrop on (``config``) or off (``None``) for ``model``, in place; returns ``model``.
 
-    ``model`` is a transformers ``LlavaForConditionalGeneration`` (it becomes our subclass
-    ``PDropLlavaForConditionalGeneration``, same weights and modules) or already one of ours. The
+    ``model`` is a transformers ``LlavaForConditionalGeneration`` or ``LlavaNextForConditionalGeneration``
+    (it becomes our subclass ``PDropLlava...``, same weights and modules) or already one of ours. The
     schedule is written to ``model.config.pdrop`` so ``save_pretrained`` keeps it. ``None`` restores
     the stock class and forward. Raises ``ValueError`` if the schedule does not fit the model.
     """

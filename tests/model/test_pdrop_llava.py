@@ -75,7 +75,7 @@ def test_image_token_count_mismatch_names_both_counts():
     model = tiny_model()
     batch = make_batch(PROMPT)
     batch["input_ids"][0, 3] = 5  # one image token fewer than the 16 features
-    with pytest.raises(ValueError, match="input holds 15 image tokens but the images give 16 feature vectors"):
+    with pytest.raises(ValueError, match=r"input holds 15 image tokens but the 1 image\(s\) give 16 feature vectors"):
         model(**batch)
 
 

@@ -59,14 +59,16 @@ def _run_layer(model, layer, hidden, positions):
 
 
 @torch.no_grad()
-def reference_forward(model, schedule, input_ids, attention_mask, pixel_values, labels=None, position_ids=None):
+def reference_forward(model, schedule, input_ids, attention_mask, pixel_values, labels=None, position_ids=None,
+                      image_sizes=None):
     """Per sample: stock embedding merge, then layers with drops exactly as the spec states."""
     llava = model.model
     lm = llava.language_model
     embeds = llava.get_input_embeddings()(input_ids)
     image_mask = input_ids == model.config.image_token_id
     if pixel_values is not None:
-        feats = torch.cat(list(llava.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output))
+        features = llava.get_image_features(pixel_values=pixel_values, image_sizes=image_sizes, return_dict=True)
+        feats = torch.cat(list(features.pooler_output))
         embeds = embeds.masked_scatter(image_mask[..., None], feats)
     result = ReferenceResult()
     for b in range(input_ids.shape[0]):
