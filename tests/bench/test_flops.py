@@ -47,3 +47,10 @@ def test_cli_errors_name_the_problem(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset, layers", [("llava-next-7b-9crops", 32), ("llava-qwen2-7b", 28)])
+def test_more_presets(preset, layers, capsys):
+    report = main(["--preset", preset, "--json"])
+    assert report.schedule["layer_list"] == [layers // 4, layers // 2, 3 * layers // 4]
+    assert 0.4 < report.paper_ratio < 0.5
