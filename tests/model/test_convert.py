@@ -23,6 +23,8 @@ def write_original_checkpoint(model, path, with_schedule=True, embed_vision=Fals
         if name.startswith("model.language_model."):
             tensor = tensor[:VOCAB] if name.endswith("embed_tokens.weight") else tensor
             state["model." + name.removeprefix("model.language_model.")] = tensor.clone()
+        elif name == "model.image_newline":
+            state[name] = tensor.clone()
         elif name.startswith("model.multi_modal_projector.linear_"):
             index, param = name.removeprefix("model.multi_modal_projector.linear_").split(".")
             state[f"model.mm_projector.{0 if index == '1' else 2}.{param}"] = tensor.clone()
@@ -46,6 +48,9 @@ def write_original_checkpoint(model, path, with_schedule=True, embed_vision=Fals
               "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad", "tie_word_embeddings": False}
     if with_schedule:
         config.update(layer_list=[1, 2, 3], image_token_ratio_list=[0.5, 0.25, 0.125])
+    if hasattr(model.config, "image_grid_pinpoints"):  # LLaVA-NeXT
+        config.update(image_aspect_ratio="anyres", mm_patch_merge_type="spatial_unpad",
+                      image_grid_pinpoints=model.config.image_grid_pinpoints)
     (src / "config.json").write_text(json.dumps(config))
     return src, vision_dir
 
@@ -56,7 +61,7 @@ def test_round_trip_gives_the_same_model(tmp_path, embed_vision):
     src, vision_dir = write_original_checkpoint(model, tmp_path, embed_vision=embed_vision)
     dst = tmp_path / "hf"
     convert_main(["--src", str(src), "--dst", str(dst)] + ([] if embed_vision else ["--vision_tower", str(vision_dir)]))
-    converted = PDropLlavaForConditionalGeneration.from_pretrained(dst)
+    converted = PDropLlavaForConditionalGeneration.from_pretrained(dst, attn_implementation="eager")
     assert converted.pdrop_config == model.pdrop_config and converted.config.image_token_id == VOCAB
     batch = make_batch([Sample([5, 6], [7, 8])])
     with torch.no_grad():
@@ -64,6 +69,20 @@ def test_round_trip_gives_the_same_model(tmp_path, embed_vision):
         theirs = model(**batch, position_ids=position_ids_for(batch["attention_mask"])).logits[..., :VOCAB]
     torch.testing.assert_close(ours, theirs)
     LlavaForConditionalGeneration.from_pretrained(dst)  # stock transformers loads it
+
+
+def test_anyres_checkpoint_becomes_llava_next(tmp_path):
+    from llava.model import PDropLlavaNextForConditionalGeneration
+
+    from .test_llava_next import next_batch, next_model
+
+    model = next_model()
+    src, vision_dir = write_original_checkpoint(model, tmp_path)
+    convert_main(["--src", str(src), "--dst", str(tmp_path / "hf"), "--vision_tower", str(vision_dir)])
+    converted = PDropLlavaNextForConditionalGeneration.from_pretrained(tmp_path / "hf", attn_implementation="eager")
+    batch, _ = next_batch(model)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(**batch).logits[..., :VOCAB], model(**batch).logits[..., :VOCAB])
 
 
 def test_bad_source_is_refused(tmp_path):
