@@ -157,7 +157,7 @@ def pdrop_decoder_forward(
     if is_prefill:
         seq = _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask)
         trace = DropTrace(image_mask=image_mask, stage_source_index=[seq.source_index], stage_image_mask=[seq.image_mask])
-        n0 = image_mask.sum(dim=1)
+        n0 = seq.image_mask.sum(dim=1)  # the pool: image tokens under the attention mask
         if past_key_values is not None:
             past_key_values.stage_states = []
         stage_mask, stage_positions, changed = attention_mask, position_ids, False
