@@ -17,11 +17,15 @@ N_IMAGE = 16  # tiny preset: (28 / 7) ** 2 patches, CLS dropped
 TINY_SCHEDULE = PDropConfig([1, 2, 3], [0.5, 0.25, 0.125])
 
 
-def tiny_model(schedule=TINY_SCHEDULE, attn="eager", seed=0):
-    """The tiny preset with larger random weights, so attention is peaked and positions matter."""
-    spec = load_model_preset("tiny-llava")
-    spec["text_config"]["initializer_range"] = 0.2
+def preset_model(name, schedule=TINY_SCHEDULE, attn="eager", seed=0, **text_overrides):
+    """A tiny preset with larger random weights, so attention is peaked and positions matter."""
+    spec = load_model_preset(name)
+    spec["text_config"].update(initializer_range=0.2, **text_overrides)
     return build_random_llava(spec, schedule, attn_implementation=attn, seed=seed)
+
+
+def tiny_model(schedule=TINY_SCHEDULE, attn="eager", seed=0):
+    return preset_model("tiny-llava", schedule, attn, seed)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .ranking import IGNORE_INDEX
+from .ranking import IGNORE_INDEX, gather_tokens
 
 
 def select_image_tokens(scores: torch.Tensor, image_mask: torch.Tensor, keep_counts: torch.Tensor) -> torch.Tensor:
@@ -55,10 +55,7 @@ def compaction_index(keep: torch.Tensor, align_right: bool) -> tuple[torch.Tenso
 
 
 def _take(x: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
-    if x is None:
-        return None
-    expanded = index.reshape(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
-    return torch.gather(x, 1, expanded)
+    return None if x is None else gather_tokens(x, index)
 
 
 @dataclass

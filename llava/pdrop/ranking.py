@@ -72,7 +72,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos[:, None] + rotate_half(x) * sin[:, None]
 
 
-def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x`` ``(B, n, ...)`` gathered at ``index`` ``(B, Q)`` -> ``(B, Q, ...)``."""
     expanded = index.reshape(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
     return torch.gather(x, 1, expanded)
@@ -105,10 +105,10 @@ def image_token_scores(
     hidden_states = hidden_states.detach()
     cos, sin = (t.expand(batch, -1, -1) for t in position_embeddings)
 
-    query_hidden = _gather_tokens(hidden_states, query_index)  # (B, Q, d)
+    query_hidden = gather_tokens(hidden_states, query_index)  # (B, Q, d)
     q = attn.q_proj(layer.input_layernorm(query_hidden)).view(batch, query_index.shape[1], -1, head_dim)
     k = attn.k_proj(layer.input_layernorm(hidden_states)).view(batch, n, -1, head_dim)
-    q = apply_rotary(q.transpose(1, 2), _gather_tokens(cos, query_index), _gather_tokens(sin, query_index))
+    q = apply_rotary(q.transpose(1, 2), gather_tokens(cos, query_index), gather_tokens(sin, query_index))
     k = apply_rotary(k.transpose(1, 2), cos, sin)
 
     num_kv_heads = k.shape[1]

@@ -4,11 +4,9 @@ import pytest
 import torch
 
 from llava.model import PDropLlavaNextForConditionalGeneration
-from llava.model.builder import build_random_llava
-from llava.paths import load_model_preset
 from llava.pdrop import PDropConfig, enable_pdrop
 
-from ..conftest import Sample, make_batch, position_ids_for
+from ..conftest import Sample, make_batch, position_ids_for, preset_model
 from ..pdrop.reference import reference_forward
 
 SCHEDULE = PDropConfig([1, 2, 3], [0.5, 0.25, 0.125])
@@ -16,9 +14,7 @@ IMAGE_SIZES = torch.tensor([[20, 50], [28, 28]])  # a wide image (2 crops) and a
 
 
 def next_model(schedule=SCHEDULE, attn="eager"):
-    spec = load_model_preset("tiny-llava-next")
-    spec["text_config"]["initializer_range"] = 0.2
-    return build_random_llava(spec, schedule, attn_implementation=attn)
+    return preset_model("tiny-llava-next", schedule, attn)
 
 
 def next_batch(model, padding_side="left", training=False, text_only=True):

@@ -3,18 +3,14 @@
 import pytest
 import torch
 
-from llava.model.builder import build_random_llava
-from llava.paths import load_model_preset
 from llava.pdrop import PDropConfig, enable_pdrop
 
-from ..conftest import N_IMAGE, TINY_SCHEDULE, Sample, make_batch, position_ids_for, tiny_model
+from ..conftest import N_IMAGE, TINY_SCHEDULE, Sample, make_batch, position_ids_for, preset_model, tiny_model
 from .reference import reference_forward
 
 
 def backbone_model(name, schedule=TINY_SCHEDULE, attn="eager", **text_overrides):
-    spec = load_model_preset(name)
-    spec["text_config"].update(initializer_range=0.2, **text_overrides)
-    return build_random_llava(spec, schedule, attn_implementation=attn)
+    return preset_model(name, schedule, attn, **text_overrides)
 
 
 SAMPLES = [Sample([5, 6, 7], [8, 9, 10, 11], answer=[30, 31]), Sample([12], [13, 14, 15, 16, 17], answer=[32]),
