@@ -32,3 +32,6 @@ def load_schedule(name_or_path: str):
     data = dict(_load_named("schedules", name_or_path))
     data.pop("description", None)
     return PDropConfig.from_dict(data)
+
+# what the training code writes next to a saved model, and what llava.release reads back
+TRAINING_ARGS_FILE = "llava_training_args.json"

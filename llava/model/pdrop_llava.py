@@ -95,9 +95,22 @@ class PDropMixin:
         image_sizes: torch.Tensor | None = None,
         use_cache: bool | None = None,
         pdrop_query_mask: torch.Tensor | None = None,
+        dummy_image: dict[str, torch.Tensor] | None = None,
         **kwargs,
     ) -> LlavaCausalLMOutputWithPast:
-        """Stock signature plus ``pdrop_query_mask`` ``(B, n)`` bool: explicit query tokens for the ranking."""
+        """Stock signature plus two optional inputs.
+
+        ``pdrop_query_mask`` ``(B, n)`` bool: explicit query tokens for the ranking.
+        ``dummy_image``: for a training batch without images, ``{"pixel_values", "image_sizes"?}`` of one
+        image that runs through the vision tower and projector with zero weight in the output. Every
+        step then calls the same modules in the same order on every rank (ZeRO-3 gathers parameters
+        per module call) and the projector always gets a (zero) gradient (DDP). LLaVA's zero image.
+        """
+        if dummy_image is not None:
+            inputs_embeds, image_mask, image_features = merge_image_features(
+                self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy,
+                image_sizes, dummy_image=dummy_image)
+            input_ids = None
         if self.pdrop_config is None:
             if pdrop_query_mask is not None:
                 raise ValueError("pdrop_query_mask was given but PyramidDrop is off for this model")
@@ -107,9 +120,10 @@ class PDropMixin:
                 vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=vision_feature_select_strategy,
                 labels=labels, logits_to_keep=logits_to_keep, image_sizes=image_sizes, use_cache=use_cache, **kwargs,
             )
-        inputs_embeds, image_mask, image_features = merge_image_features(
-            self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy, image_sizes
-        )
+        if dummy_image is None:
+            inputs_embeds, image_mask, image_features = merge_image_features(
+                self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy,
+                image_sizes)
         out = self._run_pdrop_language_model(inputs_embeds, image_mask, attention_mask, position_ids, past_key_values,
                                              use_cache, labels, pdrop_query_mask, kwargs)
         return _lm_head_and_loss(self, out, labels, logits_to_keep, image_features, kwargs)
@@ -164,11 +178,12 @@ class PDropLlavaNextForConditionalGeneration(PDropMixin, LlavaNextForConditional
 
 
 def merge_image_features(model, input_ids, inputs_embeds, pixel_values, vision_feature_layer,
-                         vision_feature_select_strategy, image_sizes):
+                         vision_feature_select_strategy, image_sizes, dummy_image=None):
     """Embed the text and scatter the projected image features into the image-token slots.
 
     Returns ``inputs_embeds`` ``(B, n, d)``, ``image_mask`` ``(B, n)`` bool and the features
     ``(num_image_tokens, d)`` (None without images). Raises if the counts differ, stating both.
+    With ``dummy_image`` (and no ``pixel_values``), its features are added with weight zero.
     """
     llava = model.model
     if (input_ids is None) == (inputs_embeds is None):
@@ -179,19 +194,31 @@ def merge_image_features(model, input_ids, inputs_embeds, pixel_values, vision_f
     else:
         image_token = llava.get_input_embeddings()(torch.tensor(model.config.image_token_id, device=inputs_embeds.device))
         image_mask = (inputs_embeds == image_token).all(dim=-1)
+    if dummy_image is not None:
+        if pixel_values is not None or bool(image_mask.any()):
+            raise ValueError("dummy_image is only for batches without images, but this batch has images")
+        features = _image_features(model, dummy_image["pixel_values"], vision_feature_layer,
+                                   vision_feature_select_strategy, dummy_image.get("image_sizes"))
+        return inputs_embeds + 0.0 * features.sum().to(inputs_embeds.dtype), image_mask, None
     if pixel_values is None or pixel_values.shape[0] == 0:
         return inputs_embeds, image_mask, None
     if isinstance(model, LlavaNextForConditionalGeneration):
         check_image_sizes(pixel_values, image_sizes)
-    features = llava.get_image_features(
-        pixel_values=pixel_values, vision_feature_layer=vision_feature_layer,
-        vision_feature_select_strategy=vision_feature_select_strategy, image_sizes=image_sizes, return_dict=True,
-    ).pooler_output
-    features = torch.cat(list(features), dim=0).to(inputs_embeds.device, inputs_embeds.dtype)
+    features = _image_features(model, pixel_values, vision_feature_layer, vision_feature_select_strategy, image_sizes)
+    features = features.to(inputs_embeds.device, inputs_embeds.dtype)
     check_image_token_count(int(image_mask.sum()), features.shape[0], num_images=len(image_sizes) if image_sizes is not None
                             else pixel_values.shape[0])
     inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], features)
     return inputs_embeds, image_mask, features
+
+
+def _image_features(model, pixel_values, vision_feature_layer, vision_feature_select_strategy, image_sizes):
+    """``(num_image_tokens, d)``: the projected features of all images, in order."""
+    features = model.model.get_image_features(
+        pixel_values=pixel_values, vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy, image_sizes=image_sizes, return_dict=True,
+    ).pooler_output
+    return torch.cat(list(features), dim=0)
 
 
 def check_image_token_count(num_tokens: int, num_features: int, num_images: int) -> None:

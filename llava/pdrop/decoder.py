@@ -240,11 +240,13 @@ def _drop_at_boundary(next_layer, seq: TokenSequence, schedule: PDropConfig, bou
     target = torch.floor(n0.double() * schedule.image_token_ratio_list[boundary]).long()
     has_query = queries.any(dim=1)
     target = torch.where(has_query, torch.minimum(target, present), present)  # no query: no drop here
-    if bool((target >= present).all()):
-        return seq, torch.zeros_like(present)
     query_index, query_valid = query_slots(queries)
+    # Scored even when nothing is dropped (e.g. a text-only batch): under ZeRO-3 every rank must call
+    # the same modules in the same order, since each call gathers that module's parameters.
     scores = image_token_scores(next_layer, seq.hidden_states, position_embeddings, seq.attention_mask,
                                 query_index, query_valid)
+    if bool((target >= present).all()):
+        return seq, torch.zeros_like(present)
     keep = ~seq.image_mask | select_image_tokens(scores, seq.image_mask, target)
     return seq.compact(keep, schedule.position_mode, align_right=not training)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -22,8 +23,16 @@ from pathlib import Path
 import torch
 import transformers
 
-from .arguments import DataArguments, ModelArguments, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
+from ..data import DataCollatorForSupervisedDataset, ImagePreprocessor, LazySupervisedDataset
+from ..model.assemble import VisionSpec, assemble_llava, is_llava_checkpoint, load_projector
+from ..model.pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
+from ..paths import TRAINING_ARGS_FILE
+from .arguments import DataArguments, ModelArguments, TrainingArguments
+from .trainer import STAGING, LLaVATrainer, training_args_json
+
+LOG = transformers.utils.logging.get_logger(__name__)
 DATACLASSES = (ModelArguments, DataArguments, TrainingArguments)
 
 
@@ -81,3 +90,248 @@ def _prepare_cpu_processes(defaults: dict, argv: list[str]) -> None:
         os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     PartialState(backend="gloo")
     defaults.setdefault("accelerator_config", {"use_configured_state": True})
+
+
+# --------------------------------------------------------------------------- steps
+def setup_logging(training_args) -> None:
+    """Log level per rank; wandb offline when it has no API key (and no WANDB_MODE was chosen)."""
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    if training_args.wandb_project:
+        os.environ.setdefault("WANDB_PROJECT", training_args.wandb_project)
+    if "wandb" in (training_args.report_to or []) and not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+        LOG.warning("WANDB_API_KEY is not set: wandb logs offline (sync later with `wandb sync`)")
+
+
+def setup_model(model_args, data_args, training_args):
+    """The model (assembled or loaded), its processor, the schedule set, what trains chosen."""
+    model, processor = _load_or_assemble(model_args, training_args)
+    if data_args.image_aspect_ratio == "anyres" and model.config.model_type != "llava_next":
+        raise ValueError("image_aspect_ratio=anyres needs a LLaVA-NeXT model (--mm_patch_merge_type spatial_unpad)")
+    if model.config.model_type == "llava_next" and data_args.image_aspect_ratio != "anyres":
+        raise ValueError(f"a LLaVA-NeXT model needs --image_aspect_ratio anyres, not {data_args.image_aspect_ratio!r}")
+    if model_args.pretrain_mm_mlp_adapter:
+        load_projector(model, model_args.pretrain_mm_mlp_adapter)
+    num_layers = model.config.get_text_config().num_hidden_layers
+    schedule = None if model_args.no_pdrop else model_args.pdrop_config(num_layers)
+    if schedule is not None or model_args.no_pdrop:
+        model.set_pdrop_config(schedule)
+    if training_args.should_log:
+        LOG.warning("PyramidDrop: %s", model.pdrop_config or "off")
+    model.config.get_text_config().use_cache = False
+    model = choose_trainable(model, model_args, training_args)
+    return model, processor
+
+
+def _load_or_assemble(model_args, training_args):
+    dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
+    quantization = _quantization_config(training_args, dtype)
+    if is_llava_checkpoint(model_args.model_name_or_path):
+        config = transformers.AutoConfig.from_pretrained(model_args.model_name_or_path)
+        model_class = PDropLlavaNextForConditionalGeneration if config.model_type == "llava_next" \
+            else PDropLlavaForConditionalGeneration
+        model = model_class.from_pretrained(model_args.model_name_or_path, dtype=dtype, quantization_config=quantization,
+                                            attn_implementation=model_args.attn_implementation)
+        return model, transformers.AutoProcessor.from_pretrained(model_args.model_name_or_path)
+    if not model_args.vision_tower:
+        raise ValueError(f"{model_args.model_name_or_path} is a language model: pass --vision_tower to assemble a "
+                         "LLaVA from it (or give a full LLaVA checkpoint)")
+    if quantization is not None:
+        raise ValueError("QLoRA (--bits 4/8) starts from a full LLaVA checkpoint: assemble one first with "
+                         "python -m llava.model.assemble (or run the pretraining stage)")
+    pinpoints = json.loads(model_args.image_grid_pinpoints) if model_args.image_grid_pinpoints else None
+    vision = VisionSpec(model_args.vision_tower, model_args.mm_vision_select_layer, model_args.mm_vision_select_feature,
+                        model_args.mm_projector_type, model_args.mm_patch_merge_type, pinpoints)
+    with _zero3_init_disabled(training_args):  # built whole on each rank; DeepSpeed partitions it at initialize
+        return assemble_llava(model_args.model_name_or_path, vision, dtype=dtype,
+                              attn_implementation=model_args.attn_implementation, seed=training_args.seed)
+
+
+def _quantization_config(training_args, dtype):
+    if training_args.bits == 16:
+        return None
+    if not training_args.lora_enable:
+        raise ValueError(f"--bits {training_args.bits} quantises the language model for QLoRA: add --lora_enable")
+    if not torch.cuda.is_available():
+        raise ValueError(f"QLoRA (--bits {training_args.bits}) needs a CUDA GPU and bitsandbytes; none is available")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ValueError("QLoRA needs bitsandbytes: pip install bitsandbytes") from err
+    skip = ["vision_tower", "multi_modal_projector", "lm_head"]
+    if training_args.bits == 4:
+        return transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True,
+                                               bnb_4bit_quant_type="nf4", llm_int8_skip_modules=skip)
+    return transformers.BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+class _zero3_init_disabled:
+    """Turn off transformers' ZeRO-3 construction-time partitioning while the model is assembled."""
+
+    def __init__(self, training_args):
+        self.config = getattr(training_args, "hf_deepspeed_config", None)
+
+    def __enter__(self):
+        if self.config is not None:
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+            unset_hf_deepspeed_config()
+
+    def __exit__(self, *exc):
+        if self.config is not None:
+            from transformers.integrations.deepspeed import set_hf_deepspeed_config
+
+            set_hf_deepspeed_config(self.config)
+
+
+def choose_trainable(model, model_args, training_args):
+    """Pretraining: projector only. Finetuning: LLM + projector (+ vision tower). LoRA: adapters + projector."""
+    model.requires_grad_(False)
+    llava = model.model
+    if training_args.lora_enable:
+        return _wrap_lora(model, training_args)
+    if not training_args.tune_mm_mlp_adapter:
+        if not training_args.freeze_backbone:
+            llava.language_model.requires_grad_(True)
+            model.lm_head.requires_grad_(True)
+        if training_args.unfreeze_mm_vision_tower:
+            llava.vision_tower.requires_grad_(True)
+    llava.multi_modal_projector.requires_grad_(True)
+    if hasattr(llava, "image_newline"):
+        llava.image_newline.requires_grad_(True)
+    if training_args.gradient_checkpointing:
+        model.enable_input_require_grads()
+    _log_trainable(model)
+    return model
+
+
+def _wrap_lora(model, training_args):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if training_args.bits < 16:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
+    names = "|".join(n.strip() for n in training_args.lora_target_modules.split(",") if n.strip())
+    extra = ["multi_modal_projector"] + (["image_newline"] if hasattr(model.model, "image_newline") else [])
+    config = LoraConfig(r=training_args.lora_r, lora_alpha=training_args.lora_alpha, lora_dropout=training_args.lora_dropout,
+                        target_modules=rf".*language_model.*\.({names})", modules_to_save=extra[:1], bias="none")
+    if training_args.gradient_checkpointing:
+        model.enable_input_require_grads()
+    model = get_peft_model(model, config)
+    if len(extra) > 1:
+        model.get_base_model().model.image_newline.requires_grad_(True)
+    _log_trainable(model)
+    return model
+
+
+def _log_trainable(model) -> None:
+    def count(p):  # ZeRO-3 partitioned parameters hold their full size in ds_numel
+        return getattr(p, "ds_numel", p.numel())
+
+    total = sum(count(p) for p in model.parameters())
+    trainable = sum(count(p) for p in model.parameters() if p.requires_grad)
+    LOG.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))
+
+
+def setup_data(processor, data_args, training_args):
+    """The lazy dataset, its collator and the blank image used for batches without images."""
+    from PIL import Image
+
+    with training_args.main_process_first(desc="index the training data"):
+        dataset = LazySupervisedDataset(
+            data_args.data_path, processor.tokenizer, processor, template=data_args.version,
+            image_folder=data_args.image_folder, image_aspect_ratio=data_args.image_aspect_ratio,
+            model_max_length=training_args.model_max_length, skip_bad_images=data_args.skip_bad_images,
+            num_proc=data_args.dataset_num_proc,
+        )
+    collator = DataCollatorForSupervisedDataset(pad_token_id=processor.tokenizer.pad_token_id)
+    crop = processor.image_processor.crop_size
+    blank = ImagePreprocessor(processor, data_args.image_aspect_ratio)([Image.new("RGB", (crop["width"], crop["height"]))])
+    dummy = {"pixel_values": blank.pixel_values}
+    if blank.image_sizes is not None:
+        dummy["image_sizes"] = blank.image_sizes
+    return dataset, collator, dummy
+
+
+def find_resume_checkpoint(training_args) -> str | None:
+    """``--resume_from_checkpoint``, else (``--auto_resume``) the newest ``checkpoint-N`` in output_dir."""
+    if training_args.resume_from_checkpoint:
+        if not Path(training_args.resume_from_checkpoint).is_dir():
+            raise FileNotFoundError(f"resume_from_checkpoint {training_args.resume_from_checkpoint} does not exist")
+        return training_args.resume_from_checkpoint
+    if training_args.auto_resume and Path(training_args.output_dir).is_dir():
+        return get_last_checkpoint(training_args.output_dir)
+    return None
+
+
+def save_final(trainer: LLaVATrainer, processor, training_args) -> None:
+    """Save the trained model to output_dir in transformers format, atomically (config.json last).
+
+    ZeRO-3: consolidated 16-bit weights (the DeepSpeed config gathers them on save). LoRA: the
+    adapters go to ``adapter/`` and, with ``--lora_merge``, the merged model to output_dir.
+    """
+    out = Path(training_args.output_dir)
+    staged = out / STAGING / "final"
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.config.get_text_config().use_cache = True
+    if training_args.lora_enable:
+        trainer.save_model(str(staged / "adapter"))
+        if training_args.lora_merge and training_args.should_save:
+            model.merge_and_unload().save_pretrained(staged)
+    else:
+        trainer.save_model(str(staged))
+    trainer.save_extras(staged)
+    if training_args.should_save:
+        processor.save_pretrained(staged)
+        publish(staged, out)
+    trainer.accelerator.wait_for_everyone()
+
+
+def publish(staged: Path, out: Path) -> None:
+    """Move a finished save from ``staged`` into ``out``: the old config first out, the new config last in.
+
+    A folder with a config.json therefore always holds a complete model.
+    """
+    (out / "config.json").unlink(missing_ok=True)
+    for old in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+        old.unlink()
+    for item in sorted(staged.iterdir(), key=lambda p: p.name == "config.json"):
+        target = out / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        item.replace(target)
+    shutil.rmtree(staged.parent, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None, callbacks: list | None = None) -> LLaVATrainer:
+    """Train as the arguments say; returns the trainer (its ``state.log_history`` holds the losses)."""
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    if training_args.lora_enable and training_args.lora_merge and _zero_stage(training_args) == 3:
+        raise ValueError("merging LoRA adapters after ZeRO-3 training is not supported: use configs/deepspeed/zero2.json "
+                         "or --lora_merge false (the adapters are saved either way)")
+    transformers.set_seed(training_args.seed)
+    model, processor = setup_model(model_args, data_args, training_args)
+    dataset, collator, dummy = setup_data(processor, data_args, training_args)
+    args_text = training_args_json(model_args, data_args, training_args)
+    trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
+                           processing_class=processor, callbacks=callbacks, dummy_image=dummy,
+                           extra_files={TRAINING_ARGS_FILE: args_text})
+    trainer.clean_staging()
+    resume = find_resume_checkpoint(training_args)
+    if resume and training_args.should_log:
+        LOG.warning("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer, processor, training_args)
+    for what in ("num_skipped", "num_truncated"):
+        if getattr(dataset, what, 0):
+            LOG.warning("%s samples: %d (see the warnings above)", what.removeprefix("num_"), getattr(dataset, what))
+    return trainer
+
+
+def _zero_stage(training_args) -> int | None:
+    config = getattr(training_args, "hf_deepspeed_config", None)
+    return None if config is None else config.config.get("zero_optimization", {}).get("stage")
+
+
+if __name__ == "__main__":
+    main()
