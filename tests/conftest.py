@@ -17,6 +17,25 @@ N_IMAGE = 16  # tiny preset: (28 / 7) ** 2 patches, CLS dropped
 TINY_SCHEDULE = PDropConfig([1, 2, 3], [0.5, 0.25, 0.125])
 
 
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+    """``llm``, ``vision`` and ``data`` folders of the tiny assets (written once per session)."""
+    from llava.data.synthetic import make_tiny_assets
+
+    return make_tiny_assets(tmp_path_factory.mktemp("tiny") / "assets")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache(tmp_path_factory):
+    """Keep the records index that ``datasets`` caches out of the user's cache folder."""
+    import datasets.config
+
+    saved = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets")
+    yield
+    datasets.config.HF_DATASETS_CACHE = saved
+
+
 def preset_model(name, schedule=TINY_SCHEDULE, attn="eager", seed=0, **text_overrides):
     """A tiny preset with larger random weights, so attention is peaked and positions matter."""
     spec = load_model_preset(name)

@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..paths import load_model_preset
-from ..pdrop.schedule import PDropConfig
+from ..pdrop.schedule import METHODS, PDropConfig
 
 
 def layer_flops(n: int, hidden_size: int, intermediate_size: int) -> int:
@@ -104,6 +104,9 @@ def add_schedule_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda", dest="lambda_", type=float, help="shorthand: ratio lambda**s after boundary s")
     parser.add_argument("--stages", type=int, help="shorthand: number of equal stages (with --lambda)")
     parser.add_argument("--position_mode", default="compact", choices=["compact", "original"])
+    parser.add_argument("--drop_method", default="pdrop", choices=list(METHODS),
+                        help="how image tokens are ranked: pdrop (next layer), fastv (last layer run), random")
+    parser.add_argument("--drop_seed", type=int, default=0, help="seed of --drop_method random")
 
 
 def schedule_from_args(args: argparse.Namespace, num_hidden_layers: int) -> PDropConfig:
@@ -115,9 +118,27 @@ def schedule_from_args(args: argparse.Namespace, num_hidden_layers: int) -> PDro
     if explicit:
         if args.layer_list is None or args.image_token_ratio_list is None:
             raise ValueError("--layer_list and --image_token_ratio_list must be given together")
-        return PDropConfig.from_strings(args.layer_list, args.image_token_ratio_list, args.position_mode)
-    lambda_ = 0.5 if args.lambda_ is None else args.lambda_
-    return PDropConfig.from_lambda(lambda_, 4 if args.stages is None else args.stages, num_hidden_layers, args.position_mode)
+        schedule = PDropConfig.from_strings(args.layer_list, args.image_token_ratio_list, args.position_mode)
+    else:
+        lambda_ = 0.5 if args.lambda_ is None else args.lambda_
+        schedule = PDropConfig.from_lambda(lambda_, 4 if args.stages is None else args.stages, num_hidden_layers,
+                                           args.position_mode)
+    return replace(schedule, method=getattr(args, "drop_method", "pdrop"), seed=getattr(args, "drop_seed", 0))
+
+
+def resolve_schedule(args: argparse.Namespace, saved: PDropConfig | None, num_hidden_layers: int) -> PDropConfig | None:
+    """What a command that loads a checkpoint runs: the flags' schedule if they give one, else the saved one.
+
+    ``--drop_method``/``--drop_seed`` alone switch the ranking of the saved schedule (an error without one).
+    """
+    if args.layer_list is not None or args.image_token_ratio_list is not None or args.lambda_ is not None:
+        return schedule_from_args(args, num_hidden_layers)
+    if getattr(args, "drop_method", "pdrop") != "pdrop" or getattr(args, "drop_seed", 0):
+        if saved is None:
+            raise ValueError("--drop_method needs a schedule: the checkpoint has none, pass --layer_list and "
+                             "--image_token_ratio_list (or --lambda)")
+        return replace(saved, method=args.drop_method, seed=args.drop_seed)
+    return saved
 
 
 def main(argv: list[str] | None = None) -> FlopsReport:

@@ -164,11 +164,12 @@ def pdrop_decoder_forward(
         offsets = torch.zeros(batch, dtype=torch.long, device=inputs_embeds.device)
     layer_kwargs = dict(past_key_values=past_key_values, use_cache=use_cache, **kwargs)
 
+    last_layer_input = None  # the input of the last layer run (FastV ranks with that layer's attention)
     for s, layer_range in enumerate(stages):
         if s > 0 and is_prefill:
             seq.hidden_states = hidden_states
-            seq, dropped = _drop_at_boundary(decoder.layers[layer_range.start], seq, schedule, s - 1, n0,
-                                             position_embeddings, labels is not None)
+            ranker = _Ranker(decoder.layers, layer_range.start, schedule, last_layer_input, position_embeddings)
+            seq, dropped = _drop_at_boundary(ranker, seq, schedule, s - 1, n0, labels is not None)
             changed = changed or bool(dropped.any())
             hidden_states = seq.hidden_states
             stage_mask, stage_positions = (seq.attention_mask, seq.position_ids) if changed else (attention_mask, position_ids)
@@ -194,6 +195,7 @@ def pdrop_decoder_forward(
         )
         position_embeddings = decoder.rotary_emb(hidden_states, position_ids=stage_positions)
         for layer in decoder.layers[layer_range.start : layer_range.stop]:
+            last_layer_input = hidden_states
             hidden_states = layer(
                 hidden_states,
                 attention_mask=causal_mask,
@@ -227,8 +229,31 @@ def _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, l
     )
 
 
-def _drop_at_boundary(next_layer, seq: TokenSequence, schedule: PDropConfig, boundary: int, n0: torch.Tensor,
-                      position_embeddings, training: bool) -> tuple[TokenSequence, torch.Tensor]:
+@dataclass
+class _Ranker:
+    """Scores image tokens at a boundary by the schedule's method (see ``PDropConfig.method``)."""
+
+    layers: nn.ModuleList
+    next_index: int  # the first layer of the next stage
+    schedule: PDropConfig
+    last_layer_input: torch.Tensor  # (B, m, d) what the previous layer (next_index - 1) received
+    position_embeddings: tuple[torch.Tensor, torch.Tensor]
+
+    def scores(self, seq: TokenSequence, query_index, query_valid, boundary: int) -> torch.Tensor:
+        """``(B, m)`` float32, higher = kept first."""
+        if self.schedule.method == "random":
+            device = seq.hidden_states.device
+            generator = torch.Generator(device=device).manual_seed(self.schedule.seed * 1000 + boundary)
+            return torch.rand(seq.image_mask.shape, generator=generator, device=device)
+        if self.schedule.method == "fastv":
+            layer, hidden = self.layers[self.next_index - 1], self.last_layer_input
+        else:
+            layer, hidden = self.layers[self.next_index], seq.hidden_states
+        return image_token_scores(layer, hidden, self.position_embeddings, seq.attention_mask, query_index, query_valid)
+
+
+def _drop_at_boundary(ranker: _Ranker, seq: TokenSequence, schedule: PDropConfig, boundary: int, n0: torch.Tensor,
+                      training: bool) -> tuple[TokenSequence, torch.Tensor]:
     """Rank and drop at one boundary. Returns the new sequence and image tokens dropped per sample ``(B,)``."""
     if seq.query_override is not None:
         queries = seq.query_override
@@ -243,12 +268,13 @@ def _drop_at_boundary(next_layer, seq: TokenSequence, schedule: PDropConfig, bou
     query_index, query_valid = query_slots(queries)
     # Scored even when nothing is dropped (e.g. a text-only batch): under ZeRO-3 every rank must call
     # the same modules in the same order, since each call gathers that module's parameters.
-    scores = image_token_scores(next_layer, seq.hidden_states, position_embeddings, seq.attention_mask,
-                                query_index, query_valid)
+    with torch.profiler.record_function("pdrop/rank"):
+        scores = ranker.scores(seq, query_index, query_valid, boundary)
     if bool((target >= present).all()):
         return seq, torch.zeros_like(present)
-    keep = ~seq.image_mask | select_image_tokens(scores, seq.image_mask, target)
-    return seq.compact(keep, schedule.position_mode, align_right=not training)
+    with torch.profiler.record_function("pdrop/compact"):
+        keep = ~seq.image_mask | select_image_tokens(scores, seq.image_mask, target)
+        return seq.compact(keep, schedule.position_mode, align_right=not training)
 
 
 def _extend_stage(state: StageCacheState, attention_mask, position_ids, n: int):

@@ -11,6 +11,15 @@ A schedule is two lists of equal length S-1 (S = number of stages):
 ``position_mode`` says how position ids behave after a drop: ``"compact"`` (default, as the paper's
 code) closes the gaps left by dropped tokens; ``"original"`` keeps each token's input position.
 
+``method`` says how the image tokens are ranked at a boundary (the baselines share everything else:
+the queries, the keep counts, the compaction, the cache):
+
+* ``"pdrop"`` (PyramidDrop): the attention the query tokens would pay in the *next* layer, from that
+  layer's own q/k projections of the current hidden states.
+* ``"fastv"`` (FastV, Chen et al. 2024): the attention they paid in the *last layer run*, the
+  previous one. With one boundary ``[K]`` and ratio ``1 - R`` this is FastV(K, R).
+* ``"random"``: a seeded random choice (``seed``) of the same number of tokens.
+
 Invalid schedules are refused at construction with a ``ValueError`` that names the field and value.
 """
 
@@ -22,6 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 POSITION_MODES = ("compact", "original")
+METHODS = ("pdrop", "fastv", "random")
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,10 @@ class PDropConfig:
     """Image tokens kept after each boundary, relative to the input count, e.g. ``(0.5, 0.25, 0.125)``."""
     position_mode: str = "compact"
     """``"compact"`` renumbers positions over the kept tokens; ``"original"`` keeps input positions."""
+    method: str = "pdrop"
+    """How image tokens are ranked: ``"pdrop"``, ``"fastv"`` or ``"random"`` (see the module docstring)."""
+    seed: int = 0
+    """Seed of ``method="random"`` (the choice at boundary ``b`` uses ``seed`` and ``b``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer_list", _as_layer_tuple(self.layer_list))
@@ -41,6 +55,10 @@ class PDropConfig:
         _check_lengths(self.layer_list, self.image_token_ratio_list)
         if self.position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode={self.position_mode!r} is not one of {POSITION_MODES}")
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} is not one of {METHODS}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed={self.seed!r} must be an integer")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -71,22 +89,45 @@ class PDropConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PDropConfig":
         """Inverse of :meth:`to_dict` (what ``model.config.pdrop`` holds)."""
-        unknown = set(data) - {"layer_list", "image_token_ratio_list", "position_mode"}
+        unknown = set(data) - {"layer_list", "image_token_ratio_list", "position_mode", "method", "seed"}
         if unknown:
             raise ValueError(f"unknown PyramidDrop config keys: {sorted(unknown)}")
         return cls(
             layer_list=data["layer_list"],
             image_token_ratio_list=data["image_token_ratio_list"],
             position_mode=data.get("position_mode", "compact"),
+            method=data.get("method", "pdrop"),
+            seed=data.get("seed", 0),
         )
 
     @classmethod
     def from_strings(
-        cls, layer_list: str, image_token_ratio_list: str, position_mode: str = "compact"
+        cls, layer_list: str, image_token_ratio_list: str, position_mode: str = "compact", method: str = "pdrop",
+        seed: int = 0,
     ) -> "PDropConfig":
         """Parse the command-line form: ``--layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]'``."""
         return cls(_parse_list("layer_list", layer_list), _parse_list("image_token_ratio_list", image_token_ratio_list),
-                   position_mode)
+                   position_mode, method, seed)
+
+    @classmethod
+    def fastv(cls, k: int, ratio_dropped: float, position_mode: str = "compact") -> "PDropConfig":
+        """FastV(K, R): after layer ``k``, drop the fraction ``ratio_dropped`` of the image tokens, once."""
+        if not 0 <= ratio_dropped < 1:
+            raise ValueError(f"FastV ratio R={ratio_dropped!r} must be in [0, 1)")
+        return cls((k,), (1.0 - ratio_dropped,), position_mode, method="fastv")
+
+    def image_token_layers(self, num_hidden_layers: int) -> float:
+        """Layers x fraction of image tokens present, summed over layers (what image-token FLOPs scale with)."""
+        ratios = (1.0, *self.image_token_ratio_list)
+        return sum(len(layers) * r for layers, r in zip(self.stage_layers(num_hidden_layers), ratios))
+
+    def fastv_at_equal_flops(self, num_hidden_layers: int, k: int) -> "PDropConfig":
+        """The FastV(``k``, R) whose image tokens cost as many layer passes as this schedule's."""
+        budget = self.image_token_layers(num_hidden_layers)
+        keep = (budget - k) / (num_hidden_layers - k)
+        if not 0 < keep <= 1:
+            raise ValueError(f"no FastV ratio at K={k} matches {budget:.2f} image-token layers of {num_hidden_layers}")
+        return PDropConfig((k,), (keep,), self.position_mode, method="fastv")
 
     # ------------------------------------------------------------------ queries
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Fixtures for the data tests: the tiny assets written once, tokenizers, processors, data files."""
+"""Fixtures for the data tests: tokenizers, processors, data files (the tiny ``assets`` come from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,8 @@ import pytest
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from llava.data import add_image_token, build_processor
-from llava.data.synthetic import make_tiny_assets
 
 PINPOINTS = [[28, 56], [56, 28], [56, 56]]
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory) -> dict[str, Path]:
-    """``llm``, ``vision`` and ``data`` folders of the tiny assets (written once per session)."""
-    return make_tiny_assets(tmp_path_factory.mktemp("tiny") / "assets")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def datasets_cache(tmp_path_factory):
-    """Keep the records index that ``datasets`` caches out of the user's cache folder."""
-    import datasets.config
-
-    saved = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets")
-    yield
-    datasets.config.HF_DATASETS_CACHE = saved
 
 
 def load_tokenizer(assets):

@@ -1,17 +1,8 @@
-"""Tiny assets and argument lists for training runs on CPU."""
+"""Argument lists for training runs on CPU (the tiny ``assets`` come from tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
-
-from llava.data.synthetic import make_tiny_assets
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory) -> dict[str, Path]:
-    return make_tiny_assets(tmp_path_factory.mktemp("assets") / "tiny")
 
 
 def train_argv(assets: dict[str, Path], output_dir: Path, **overrides) -> list[str]:

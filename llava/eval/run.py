@@ -1,0 +1,195 @@
+"""Answer a benchmark's questions with a LLaVA model, batched, shardable and resumable.
+
+Reads LLaVA's question JSONL (``{"question_id", "image"?, "text", ...}``) and appends one record per
+question to the answers JSONL: ``{"question_id", "prompt", "text", "answer_id", "model_id",
+"metadata"}``. Prompts are built and tokenized by the same code as training (template, image
+padding, ``<image>`` expansion) and batched with left padding. ``--num_chunks/--chunk_idx`` take
+one contiguous shard (``scripts/eval/lib/generate.sh`` runs one per GPU and merges); questions
+already in the answers file are skipped, so a killed run continues where it stopped.
+
+Launch::
+
+    python -m llava.eval.run --model_path checkpoints/llava-v1.5-7b-pdrop \\
+        --question_file playground/data/eval/pope/llava_pope_test.jsonl --image_folder playground/data/eval/pope/val2014 \\
+        --answers_file answers.jsonl --batch_size 8 --max_new_tokens 16
+    python -m llava.eval.run ... --layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]' --drop_method fastv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data.collator import concat_pixel_values
+from ..data.images import ImageError, ImagePreprocessor, load_image
+from ..data.templates import tokenize_conversation
+from ..model.builder import load_llava
+from .chunks import chunk_of, read_jsonl
+
+LOG = logging.getLogger(__name__)
+SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
+
+
+@dataclass
+class Prompt:
+    """One question ready for the model: its ids, the pixel values of its image (if any)."""
+
+    question: dict
+    text: str
+    input_ids: list[int]
+    pixel_values: torch.Tensor | None
+    image_sizes: torch.Tensor | None
+
+
+class Answerer:
+    """Turns questions into prompts the way training does, and batches of prompts into answers."""
+
+    def __init__(self, model, processor, conv_mode: str, image_folder: str | None, aspect_ratio: str,
+                 single_pred_prompt: bool = False, skip_missing: bool = False):
+        self.model, self.processor, self.conv_mode = model, processor, conv_mode
+        self.image_folder = Path(image_folder) if image_folder else None
+        self.images = ImagePreprocessor(processor, aspect_ratio)
+        self.single_pred_prompt, self.skip_missing = single_pred_prompt, skip_missing
+        self.num_skipped = 0
+
+    def prompt(self, question: dict) -> Prompt | None:
+        """None when the image is missing and ``skip_missing`` is set (counted in ``num_skipped``)."""
+        text = question["text"]
+        if self.single_pred_prompt:
+            text = f"{text}\n{SINGLE_PRED_PROMPT}"
+        batch, counts = None, []
+        if question.get("image"):
+            path = Path(question["image"]) if self.image_folder is None else self.image_folder / question["image"]
+            try:
+                image = load_image(path, str(question["question_id"]))
+            except ImageError:
+                if not self.skip_missing:
+                    raise
+                self.num_skipped += 1
+                LOG.warning("question %s: image %s missing or unreadable, skipped", question["question_id"], path)
+                return None
+            batch = self.images([image])
+            counts = batch.num_image_tokens
+            if "<image>" not in text:
+                text = f"<image>\n{text}"
+        turns = [{"from": "human", "value": text}]
+        ids = tokenize_conversation(turns, self.conv_mode, self.processor.tokenizer, counts).input_ids
+        return Prompt(question, text, ids, None if batch is None else batch.pixel_values,
+                      None if batch is None else batch.image_sizes)
+
+    @torch.no_grad()
+    def answer(self, prompts: list[Prompt], **generate_kwargs) -> list[str]:
+        """Greedy (or sampled) answers of a batch, decoded without the prompt."""
+        inputs = left_padded(prompts, self.processor.tokenizer.pad_token_id, self.model.device)
+        out = self.model.generate(**inputs, **generate_kwargs)
+        new_tokens = out[:, inputs["input_ids"].shape[1]:]
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def left_padded(prompts: list[Prompt], pad_token_id: int, device) -> dict[str, torch.Tensor]:
+    """``input_ids`` / ``attention_mask`` ``(B, n)`` padded on the left, plus the images of the batch."""
+    width = max(len(p.input_ids) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt.input_ids):] = torch.tensor(prompt.input_ids)
+        attention_mask[row, width - len(prompt.input_ids):] = 1
+    batch = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+    pixels = [p.pixel_values for p in prompts if p.pixel_values is not None]
+    if pixels:
+        batch["pixel_values"] = concat_pixel_values(pixels).to(device)
+        sizes = [p.image_sizes for p in prompts if p.image_sizes is not None]
+        if sizes:
+            batch["image_sizes"] = torch.cat(sizes).to(device)
+    return batch
+
+
+def answered_ids(path: Path) -> set:
+    return {record["question_id"] for record in read_jsonl(path)} if path.is_file() else set()
+
+
+def run(args: argparse.Namespace, model=None, processor=None) -> Path:
+    """Answer the chunk's unanswered questions; returns the answers file."""
+    if model is None:
+        model, processor = _load(args)
+    aspect = args.image_aspect_ratio or ("anyres" if model.config.model_type == "llava_next" else "pad")
+    answerer = Answerer(model, processor, args.conv_mode, args.image_folder, aspect, args.single_pred_prompt,
+                        args.skip_missing)
+    questions = chunk_of(read_jsonl(Path(args.question_file)), args.num_chunks, args.chunk_idx)
+    out = Path(args.answers_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = answered_ids(out)
+    todo = [q for q in questions if q["question_id"] not in done]
+    model_id = args.model_id or Path(str(args.model_path)).name
+    metadata = {"pdrop": None if model.pdrop_config is None else model.pdrop_config.to_dict()}
+    generate_kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, num_beams=args.num_beams,
+                           pad_token_id=processor.tokenizer.pad_token_id)
+    if args.temperature > 0:
+        generate_kwargs.update(temperature=args.temperature, top_p=args.top_p)
+    with out.open("a") as sink:
+        for start in tqdm(range(0, len(todo), args.batch_size), desc="answering", disable=not todo):
+            prompts = [p for p in map(answerer.prompt, todo[start:start + args.batch_size]) if p is not None]
+            if not prompts:
+                continue
+            for prompt, text in zip(prompts, answerer.answer(prompts, **generate_kwargs)):
+                record = {"question_id": prompt.question["question_id"], "prompt": prompt.text, "text": text,
+                          "answer_id": uuid.uuid4().hex, "model_id": model_id, "metadata": metadata}
+                sink.write(json.dumps(record) + "\n")
+            sink.flush()
+    if answerer.num_skipped:
+        LOG.warning("%d question(s) skipped for missing images", answerer.num_skipped)
+    return out
+
+
+def _load(args):
+    from ..bench.flops import resolve_schedule
+
+    model, processor = load_llava(args.model_path, dtype=getattr(torch, args.dtype), device=args.device,
+                                  attn_implementation=args.attn_implementation)
+    model.set_pdrop_config(None if args.no_pdrop else resolve_schedule(args, model.pdrop_config,
+                                                                       model.config.get_text_config().num_hidden_layers))
+    return model, processor
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..bench.flops import add_schedule_args
+
+    parser = argparse.ArgumentParser(description="Answer a question JSONL with a LLaVA model (batched, chunked, resumable).")
+    parser.add_argument("--model_path", required=True, help="checkpoint folder or Hub id")
+    parser.add_argument("--model_id", help="name written into the answers (default: the folder name)")
+    parser.add_argument("--question_file", required=True)
+    parser.add_argument("--image_folder", help="folder the questions' image paths are relative to")
+    parser.add_argument("--answers_file", required=True, help="JSONL to append answers to (existing ids are skipped)")
+    parser.add_argument("--conv_mode", default="vicuna_v1", help="conversation template (as in training)")
+    parser.add_argument("--image_aspect_ratio", choices=["pad", "square", "anyres"],
+                        help="image preprocessing (default: pad, anyres for LLaVA-NeXT)")
+    parser.add_argument("--num_chunks", type=int, default=1)
+    parser.add_argument("--chunk_idx", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--top_p", type=float, default=1.0)
+    parser.add_argument("--num_beams", type=int, default=1)
+    parser.add_argument("--single_pred_prompt", action="store_true", help="ask for the option's letter (multiple choice)")
+    parser.add_argument("--skip_missing", action="store_true", help="skip (and count) questions whose image is missing")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--attn_implementation", default="sdpa")
+    parser.add_argument("--no_pdrop", action="store_true", help="turn off the checkpoint's saved schedule")
+    add_schedule_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
