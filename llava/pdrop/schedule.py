@@ -134,6 +134,11 @@ class PDropConfig:
         data = asdict(self)
         data["layer_list"] = list(self.layer_list)
         data["image_token_ratio_list"] = list(self.image_token_ratio_list)
+        # the baselines' fields only when used: a PyramidDrop checkpoint's config stays as the paper's code reads it
+        if self.method == "pdrop":
+            del data["method"], data["seed"]
+        elif self.method != "random":
+            del data["seed"]
         return data
 
     @property
