@@ -1,89 +1,164 @@
-"""The embedded default: a tiny random LLaVA on CPU, generating with PyramidDrop.
+"""The embedded demo: train a tiny LLaVA on a synthetic VQA task on CPU, then compare the drops.
 
-Shows what the method does without downloading anything: the tokens each stage of the language
-model processes, the image tokens kept for one sample, the generated tokens (with and without the
-drop), and the FLOPs the schedule saves on the tiny model and on the paper's model shapes.
+What it does (about 10 minutes on 2 CPU cores, seeded):
+
+1. writes the synthetic task (``playground/tiny``: three shapes per picture, the question
+   names the one coloured object, "What color is the triangle?");
+2. trains through the real scripts (``scripts/pretrain_pdrop.sh``, ``scripts/finetune_pdrop.sh``,
+   DeepSpeed on 2 CPU processes): one projector pretraining (no drop), then two finetunes, without
+   and with PyramidDrop;
+3. answers the held-out questions with five settings at (nearly) equal image-token FLOPs:
+   no drop, PyramidDrop-trained, PyramidDrop training-free, FastV and random dropping;
+4. prints one table (accuracy, language-model FLOPs of the whole prompt, the FLOPs ratio over the
+   prompt and over the image tokens alone, the paper's count) and writes ``results.json`` and
+   ``kept_tokens.png`` (the tokens each stage kept, for one question) under ``--out``.
+
+The numbers are whatever this run measured: a 1M-parameter model on a toy task, not the paper's.
 
 Launch::
 
     python -m llava.demo
-    python -m llava.demo --schedule tiny --batch_size 3 --max_new_tokens 8
-    python -m llava.demo --layer_list '[2]' --image_token_ratio_list '[0.25]'
+    python -m llava.demo --out playground/demo --finetune_steps 300 --gpus 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from .bench.flops import add_schedule_args, flops_report, schedule_from_args
-from .model.builder import build_random_llava
-from .paths import load_model_preset, load_schedule
-from .pdrop import enable_pdrop
+from .bench.flops import llm_flops
+from .data.synthetic import make_tiny_assets
+from .data.templates import build_prompt
+from .eval.pictures import kept_token_picture
+from .eval.run import Answerer
+from .model.builder import load_llava
+from .paths import load_schedule
 
-PRESET = "tiny-llava"
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "playground" / "tiny"
 
 
-def synthetic_prompts(preset: dict, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
-    """Left-padded prompts ``<text> <image x N0> <text>`` of different lengths, plus random pixels."""
-    gen = torch.Generator().manual_seed(seed)
-    text, vision = preset["text_config"], preset["vision_config"]
-    image = [preset["image_token_id"]] * preset["image_tokens"]
+def train(out: Path, args) -> dict[str, Path]:
+    """Pretrain once (no drop), finetune twice (no drop / PyramidDrop) through the scripts."""
+    runs = {"pretrain": out / "pretrain", "nodrop": out / "finetune-nodrop", "pdrop": out / "finetune-pdrop"}
+    common = {"GPUS": str(args.gpus), "PYTHON": sys.executable}
+    _script("pretrain_pdrop.sh", "tiny-pretrain", runs["pretrain"], common,
+            "--no_pdrop", "--max_steps", str(args.pretrain_steps), "--save_steps", str(args.pretrain_steps))
+    adapter = {"PRETRAIN_MM_MLP_ADAPTER": str(runs["pretrain"] / "mm_projector.bin")}
+    finetune = ["--max_steps", str(args.finetune_steps), "--save_steps", str(args.finetune_steps),
+                "--learning_rate", str(args.learning_rate), "--seed", str(args.seed)]
+    _script("finetune_pdrop.sh", "tiny-finetune", runs["nodrop"], {**common, **adapter}, "--no_pdrop", *finetune)
+    _script("finetune_pdrop.sh", "tiny-finetune", runs["pdrop"], {**common, **adapter}, *finetune)
+    return runs
+
+
+def _script(script: str, config: str, output_dir: Path, env: dict, *flags: str) -> None:
+    if (output_dir / "config.json").is_file():
+        print(f"[demo] {output_dir} exists, reusing it")
+        return
+    environment = {**os.environ, **env, "CONFIG": f"configs/train/{config}.json", "OUTPUT_DIR": str(output_dir)}
+    print(f"[demo] bash scripts/{script} ({config}) -> {output_dir}", flush=True)
+    done = subprocess.run(["bash", f"scripts/{script}", *flags], cwd=REPO, env=environment,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode:
+        raise SystemExit(f"[demo] scripts/{script} failed:\n{done.stdout[-4000:]}")
+
+
+def settings(schedule, num_layers: int) -> list[tuple[str, str, object]]:
+    """(name, which finetune, schedule) of the five rows; FastV gets the schedule's image-token FLOPs."""
+    return [
+        ("no drop", "nodrop", None),
+        ("PyramidDrop (trained)", "pdrop", schedule),
+        ("PyramidDrop (training-free)", "nodrop", schedule),
+        ("FastV K=1 (equal FLOPs)", "nodrop", schedule.fastv_at_equal_flops(num_layers, k=1)),
+        ("random (same schedule)", "nodrop", replace(schedule, method="random")),
+    ]
+
+
+def evaluate(model, processor, questions: list[dict], batch_size: int) -> tuple[float, float]:
+    """Accuracy (% exact one-word answers) and mean prompt text tokens of the held-out questions."""
+    answerer = Answerer(model, processor, "vicuna_v1", str(TINY / "data" / "images"), "pad")
+    correct, text_tokens = 0, 0
+    for start in range(0, len(questions), batch_size):
+        chunk = questions[start:start + batch_size]
+        prompts = [answerer.prompt({"question_id": q["id"], "image": q["image"], "text": q["question"]}) for q in chunk]
+        answers = answerer.answer(prompts, max_new_tokens=3, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+        for q, prompt, answer in zip(chunk, prompts, answers):
+            correct += answer.lower().strip(" .").split(" ")[0] == q["answer"]
+            text_tokens += len(prompt.input_ids) - int(prompt.pixel_values is not None) * 16
+    return 100.0 * correct / len(questions), text_tokens / len(questions)
+
+
+def compare(runs: dict[str, Path], questions: list[dict], args) -> list[dict]:
+    schedule = load_schedule("tiny")
+    models = {name: load_llava(str(runs[name]), attn_implementation="eager") for name in ("nodrop", "pdrop")}
+    config = models["nodrop"][0].config.get_text_config()
+    shape = (config.num_hidden_layers, config.hidden_size, config.intermediate_size)
     rows = []
-    for b in range(batch_size):
-        words = torch.randint(3, preset["image_token_id"], (preset["text_tokens"] + 2 * b,), generator=gen).tolist()
-        rows.append(words[:2] + image + words[2:])
-    width = max(map(len, rows))
-    input_ids = torch.full((batch_size, width), text["pad_token_id"])
-    attention_mask = torch.zeros(batch_size, width, dtype=torch.long)
-    for b, row in enumerate(rows):
-        input_ids[b, width - len(row):] = torch.tensor(row)
-        attention_mask[b, width - len(row):] = 1
-    size = vision["image_size"]
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "pixel_values": torch.randn(batch_size, 3, size, size, generator=gen)}
+    for name, which, sched in settings(schedule, config.num_hidden_layers):
+        model, processor = models[which]
+        model.set_pdrop_config(sched)
+        accuracy, text = evaluate(model, processor, questions, args.batch_size)
+        flops = llm_flops(*shape, image_tokens=16, text_tokens=round(text), schedule=sched)
+        image_flops = llm_flops(*shape, image_tokens=16, text_tokens=0, schedule=sched)  # the paper's count
+        rows.append({"setting": name, "model": which, "schedule": None if sched is None else sched.to_dict(),
+                     "accuracy": round(accuracy, 1), "llm_mflops": round(flops / 1e6, 2), "image_mflops": image_flops / 1e6})
+    base, image_base = rows[0]["llm_mflops"], rows[0]["image_mflops"]
+    for row in rows:
+        row["flops_ratio"] = round(row["llm_mflops"] / base, 3)
+        row["image_flops_ratio"] = round(row.pop("image_mflops") / image_base, 3)
+    return rows
+
+
+def picture(run: Path, question: dict, out: Path) -> dict:
+    """The tokens each stage of the PyramidDrop-trained model kept for ``question``, as a PNG."""
+    from PIL import Image
+
+    model, processor = load_llava(str(run), attn_implementation="eager")
+    image = Image.open(TINY / "data" / "images" / question["image"]).convert("RGB")
+    prompt = build_prompt([{"from": "human", "value": "<image>\n" + question["question"]}], "vicuna_v1")
+    _, summary = kept_token_picture(model, processor, image, prompt, out)
+    return {"path": str(out), "question": question["question"], "kept_per_stage": summary["kept"]}
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'setting':<30} {'accuracy %':>10} {'LLM MFLOPs':>11} {'ratio (prompt)':>15} {'ratio (image tokens)':>21}"]
+    lines += [f"{r['setting']:<30} {r['accuracy']:>10.1f} {r['llm_mflops']:>11.2f} {r['flops_ratio']:>15.3f} "
+              f"{r['image_flops_ratio']:>21.3f}" for r in rows]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Tiny PyramidDrop demo on CPU (random weights).")
-    parser.add_argument("--schedule", default=None, help="a configs/schedules/ name (default: tiny)")
-    parser.add_argument("--batch_size", type=int, default=2)
-    parser.add_argument("--max_new_tokens", type=int, default=6)
+    parser = argparse.ArgumentParser(description="Train a tiny LLaVA on a synthetic VQA task and compare token drops.")
+    parser.add_argument("--out", type=Path, default=REPO / "playground" / "demo", help="runs, results.json, PNG")
+    parser.add_argument("--pretrain_steps", type=int, default=150)
+    parser.add_argument("--finetune_steps", type=int, default=600)
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--gpus", type=int, default=2, help="processes per run (CPU: gloo)")
+    parser.add_argument("--batch_size", type=int, default=16, help="evaluation batch size")
     parser.add_argument("--seed", type=int, default=0)
-    add_schedule_args(parser)
     args = parser.parse_args(argv)
-    preset = load_model_preset(PRESET)
-    num_layers = preset["text_config"]["num_hidden_layers"]
-    custom = any(v is not None for v in (args.layer_list, args.image_token_ratio_list, args.lambda_, args.stages))
-    schedule = schedule_from_args(args, num_layers) if custom else load_schedule(args.schedule or "tiny")
-
-    model = build_random_llava(PRESET, schedule, seed=args.seed)
-    batch = synthetic_prompts(preset, args.batch_size, args.seed)
-    generate = dict(max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=preset["text_config"]["pad_token_id"])
-    with torch.no_grad():
-        with_drop = model.generate(**batch, **generate)[:, batch["input_ids"].shape[1]:]
-        trace = model.pdrop_trace
-        without = enable_pdrop(model, None).generate(**batch, **generate)[:, batch["input_ids"].shape[1]:]
-
-    print(f"model: {PRESET} (random weights), {num_layers} layers; schedule {schedule.to_dict()}")
-    stage_names = [f"layers {r.start}-{r.stop - 1}" for r in schedule.stage_layers(num_layers)]
-    print(f"{'sample':<8}" + "".join(f"{name:>16}" for name in stage_names) + "   (tokens: total / image)")
-    for b, (totals, images) in enumerate(zip(trace.tokens_per_stage(), trace.image_tokens_per_stage())):
-        print(f"{b:<8}" + "".join(f"{f'{t} / {i}':>16}" for t, i in zip(totals.tolist(), images.tolist())))
-    for s in range(1, trace.num_stages):
-        print(f"sample 0, stage {s}: kept image positions {trace.kept_image_positions(s)[0].tolist()}")
-    print(f"generated with PyramidDrop: {with_drop.tolist()}")
-    print(f"generated without drop:     {without.tolist()}")
-    tiny = flops_report(PRESET, schedule)
-    print(f"FLOPs, {PRESET}: {tiny.full_ratio:.3f} of no-drop (text included), {tiny.paper_ratio:.3f} image only")
-    paper = load_schedule("pdrop-default")
-    for name in ("llava-1.5-7b", "llava-next-7b"):
-        report = flops_report(name, paper)
-        print(f"FLOPs, {name} with the paper's schedule: {report.paper_tflops_no_drop:.2f} -> "
-              f"{report.paper_tflops_pdrop:.2f} TFLOPs (image tokens only), {report.full_ratio:.3f} with text")
-    return {"tokens_per_stage": trace.tokens_per_stage().tolist(), "with_drop": with_drop.tolist(),
-            "without_drop": without.tolist()}
+    torch.manual_seed(args.seed)
+    make_tiny_assets(TINY)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = train(args.out, args)
+    questions = json.loads((TINY / "data" / "eval.json").read_text())
+    rows = compare(runs, questions, args)
+    kept = picture(runs["pdrop"], questions[0], args.out / "kept_tokens.png")
+    results = {"rows": rows, "questions": len(questions), "picture": kept, "seed": args.seed,
+               "steps": {"pretrain": args.pretrain_steps, "finetune": args.finetune_steps}}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    print(table(rows))
+    print(f"[demo] {len(questions)} held-out questions; results: {args.out / 'results.json'}; "
+          f"kept tokens per stage for {kept['question']!r}: {kept['kept_per_stage']} -> {kept['path']}")
+    return results
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The embedded default: a tiny random LLaVA generating with PyramidDrop on CPU.
-#   bash scripts/demo.sh                       # tiny schedule from configs/schedules/tiny.json
-#   SCHEDULE=tiny bash scripts/demo.sh --batch_size 3
+# The embedded demo (README main job): train a tiny LLaVA on a synthetic VQA task on CPU through
+# the training scripts, then compare no drop, PyramidDrop (trained / training-free), FastV and random
+# dropping at equal FLOPs. Flags go to `python -m llava.demo` (see its --help).
+#   bash scripts/demo.sh
+#   bash scripts/demo.sh --out playground/demo --finetune_steps 300
+#   PYTHON=.venv/bin/python bash scripts/demo.sh
 set -euo pipefail
-SCHEDULE=${SCHEDULE:-tiny}
-exec python -m llava.demo --schedule "$SCHEDULE" "$@"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+exec "${PYTHON:-python}" -m llava.demo "$@"

@@ -131,14 +131,15 @@ def resolve_schedule(args: argparse.Namespace, saved: PDropConfig | None, num_hi
 
     ``--drop_method``/``--drop_seed`` alone switch the ranking of the saved schedule (an error without one).
     """
-    if args.layer_list is not None or args.image_token_ratio_list is not None or args.lambda_ is not None:
+    if any(getattr(args, name) is not None for name in ("layer_list", "image_token_ratio_list", "lambda_", "stages")):
         return schedule_from_args(args, num_hidden_layers)
-    if getattr(args, "drop_method", "pdrop") != "pdrop" or getattr(args, "drop_seed", 0):
-        if saved is None:
-            raise ValueError("--drop_method needs a schedule: the checkpoint has none, pass --layer_list and "
-                             "--image_token_ratio_list (or --lambda)")
-        return replace(saved, method=args.drop_method, seed=args.drop_seed)
-    return saved
+    changes = {key: value for key, value, default in (
+        ("method", getattr(args, "drop_method", "pdrop"), "pdrop"), ("seed", getattr(args, "drop_seed", 0), 0),
+        ("position_mode", args.position_mode, "compact")) if value != default}
+    if changes and saved is None:
+        raise ValueError(f"{sorted(changes)} change a schedule, but the checkpoint has none: pass --layer_list and "
+                         "--image_token_ratio_list (or --lambda)")
+    return replace(saved, **changes) if changes else saved
 
 
 def main(argv: list[str] | None = None) -> FlopsReport:

@@ -9,12 +9,16 @@ runs on it:
   assembly adds it, as it does for Vicuna).
 - ``vision/``: a random 2-layer ``CLIPVisionModel`` (28 px, 7 px patches: 16 image tokens) and its
   ``CLIPImageProcessor``.
-- ``data/images/*.png``: a coloured square on a grey canvas of varied size and aspect ratio.
+- ``data/images/*.png``: three shapes (a square, a circle, a triangle) in three of the four
+  quadrants of a grey canvas of varied size and aspect ratio: one coloured, two white or black.
 - ``data/pretrain.json`` (captions, ``plain`` template), ``data/finetune.json`` (LLaVA-1.5 style
   instructions: one image, multi-turn, two images, text only), ``data/eval.json`` (held-out
   questions with one-word answers).
 
-The task is learnable: the colour and place of the square are in the image and nowhere else.
+The question names one object ("What color is the triangle?"): the answer is in that object's
+region of the image and nowhere else (a few of the image tokens), so which tokens a model keeps
+matters. (A tiny model does not learn to find a region by its name, "the shape in the top left",
+in minutes on a CPU: it stayed at chance in our tries; naming the one coloured object it learns.)
 
 Launch::
 
@@ -31,8 +35,10 @@ import tempfile
 from pathlib import Path
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
+NEUTRAL = {"white": (240, 240, 240), "black": (20, 20, 20)}  # the distractors' colours, never an answer
+SHAPES = ("square", "circle", "triangle")
 PLACES = ("top left", "top right", "bottom left", "bottom right")
-CANVAS_SIZES = ((40, 40), (48, 32), (32, 48), (56, 28), (28, 56))  # (width, height)
+CANVAS_SIZES = ((48, 48), (64, 40), (40, 64), (72, 36), (36, 72))  # (width, height)
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>",
                   "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 TEMPLATE_TEXT = (
@@ -40,72 +46,97 @@ TEMPLATE_TEXT = (
     "detailed, and polite answers to the human's questions. USER: ASSISTANT: system user assistant "
     "You are a helpful assistant. You are a helpful language and vision assistant."
 )
+PALETTE = {**COLORS, **NEUTRAL}
 TEXT_ONLY = [("What is two plus three?", "five"), ("What is one plus one?", "two"),
              ("Name a colour of the sky.", "blue"), ("How many sides has a square?", "four")]
 
 
-def draw_square(color: str, place: str, size: tuple[int, int]):
-    """A ``size`` (width, height) grey canvas with a square of ``color`` in the quadrant ``place``."""
+def draw_scene(scene: dict[str, tuple[str, str]], size: tuple[int, int]):
+    """A grey ``size`` (width, height) canvas with, per quadrant ``place -> (shape, color)``, one shape."""
     from PIL import Image, ImageDraw
 
     width, height = size
     image = Image.new("RGB", size, (128, 128, 128))
-    side = min(width, height) // 2 - 2
-    left = 1 if "left" in place else width - side - 1
-    top = 1 if "top" in place else height - side - 1
-    ImageDraw.Draw(image).rectangle([left, top, left + side - 1, top + side - 1], fill=COLORS[color])
+    draw = ImageDraw.Draw(image)
+    half_w, half_h = width // 2, height // 2
+    side = min(half_w, half_h) - 4
+    for place, (shape, color) in scene.items():
+        left = (half_w - side) // 2 + (half_w if "right" in place else 0)
+        top = (half_h - side) // 2 + (half_h if "bottom" in place else 0)
+        box = [left, top, left + side - 1, top + side - 1]
+        if shape == "square":
+            draw.rectangle(box, fill=PALETTE[color])
+        elif shape == "circle":
+            draw.ellipse(box, fill=PALETTE[color])
+        else:
+            draw.polygon([(left + side // 2, top), (box[2], box[3]), (left, box[3])], fill=PALETTE[color])
     return image
 
 
-def _image_records(rng: random.Random, count: int, image_dir: Path, prefix: str) -> list[dict]:
+def draw_square(color: str, place: str, size: tuple[int, int]):
+    """One ``color`` square in the quadrant ``place`` (the simplest scene)."""
+    return draw_scene({place: ("square", color)}, size)
+
+
+def _scene_records(rng: random.Random, count: int, image_dir: Path, prefix: str) -> list[dict]:
+    """``count`` scenes: three shapes of different kinds in three quadrants, one coloured (the target)."""
     records = []
     for i in range(count):
-        color, place = rng.choice(list(COLORS)), rng.choice(PLACES)
+        places = rng.sample(PLACES, 3)
+        shapes = rng.sample(SHAPES, 3)
+        target = (shapes[0], rng.choice(list(COLORS)))
+        scene = {places[0]: target, places[1]: (shapes[1], "white"), places[2]: (shapes[2], "black")}
         name = f"{prefix}_{i:04d}.png"
-        draw_square(color, place, rng.choice(CANVAS_SIZES)).save(image_dir / name)
-        records.append({"image": name, "color": color, "place": place})
+        draw_scene(scene, rng.choice(CANVAS_SIZES)).save(image_dir / name)
+        records.append({"image": name, "scene": scene, "target": target})
     return records
 
 
-def _qa(rng: random.Random, rec: dict) -> tuple[str, str]:
-    if rng.random() < 0.5:
-        return "What color is the square?", rec["color"]
-    return "Where is the square?", rec["place"]
+def caption(scene: dict[str, tuple[str, str]]) -> str:
+    return ", ".join(f"{color} {shape} {place}" for place, (shape, color) in scene.items())
 
 
-def make_dataset(out: Path, seed: int = 0, num_train: int = 96, num_eval: int = 32) -> dict[str, Path]:
-    """Write images and the three LLaVA-format JSON files under ``out``; returns their paths."""
+def question(shape: str) -> str:
+    """The question names the object whose region holds the answer."""
+    return f"What color is the {shape}?"
+
+
+def _finetune_record(rng: random.Random, i: int, rec: dict, other: dict) -> dict:
+    shape, color = rec["target"]
+    turns = [{"from": "human", "value": f"<image>\n{question(shape)}"}, {"from": "gpt", "value": color}]
+    if i % 4 == 1:  # multi-turn
+        q, a = TEXT_ONLY[i % len(TEXT_ONLY)]
+        turns += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+    if i % 8 == 3:  # two images
+        same = "yes" if other["target"][1] == color else "no"
+        return {"id": f"pair-{i}", "image": [rec["image"], other["image"]], "conversations": [
+            {"from": "human", "value": "<image>\n<image>\nAre the coloured shapes the same color?"},
+            {"from": "gpt", "value": same}]}
+    return {"id": f"vqa-{i}", "image": rec["image"], "conversations": turns}
+
+
+def make_dataset(out: Path, seed: int = 0, num_train: int = 600, num_eval: int = 100) -> dict[str, Path]:
+    """Write images and the three LLaVA-format JSON files under ``out``; returns their paths.
+
+    ``eval.json`` holds ``{"id", "image", "question", "answer"}`` records on held-out images.
+    """
     rng = random.Random(seed)
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    train = _image_records(rng, num_train, image_dir, "train")
-    held_out = _image_records(rng, num_eval, image_dir, "eval")
+    train = _scene_records(rng, num_train, image_dir, "train")
+    held_out = _scene_records(rng, num_eval, image_dir, "eval")
     pretrain = [{"id": f"cap-{i}", "image": r["image"], "conversations": [
         {"from": "human", "value": "<image>\nDescribe the picture."},
-        {"from": "gpt", "value": f"a {r['color']} square in the {r['place']}"}]} for i, r in enumerate(train)]
-    finetune = []
-    for i, r in enumerate(train):
-        question, answer = _qa(rng, r)
-        turns = [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
-        if i % 4 == 1:  # multi-turn
-            turns += [{"from": "human", "value": "What color is the square?"}, {"from": "gpt", "value": r["color"]}]
-        record = {"id": f"vqa-{i}", "image": r["image"], "conversations": turns}
-        if i % 8 == 3:  # two images
-            other = train[(i + 1) % len(train)]
-            same = "yes" if other["color"] == r["color"] else "no"
-            record = {"id": f"pair-{i}", "image": [r["image"], other["image"]], "conversations": [
-                {"from": "human", "value": "<image>\n<image>\nAre the two squares the same color?"},
-                {"from": "gpt", "value": same}]}
-        finetune.append(record)
+        {"from": "gpt", "value": caption(r["scene"])}]} for i, r in enumerate(train)]
+    finetune = [_finetune_record(rng, i, r, train[(i + 1) % len(train)]) for i, r in enumerate(train)]
     for i in range(len(train) // 6):  # text-only samples mixed in
-        question, answer = TEXT_ONLY[i % len(TEXT_ONLY)]
-        finetune.append({"id": f"text-{i}", "conversations": [
-            {"from": "human", "value": question}, {"from": "gpt", "value": answer}]})
+        q, a = TEXT_ONLY[i % len(TEXT_ONLY)]
+        finetune.append({"id": f"text-{i}", "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})
     rng.shuffle(finetune)
     evaluation = []
     for i, r in enumerate(held_out):
-        question, answer = _qa(rng, r)
-        evaluation.append({"id": f"eval-{i}", "image": r["image"], "question": question, "answer": answer})
+        shape, color = r["target"]
+        evaluation.append({"id": f"eval-{i}", "image": r["image"], "question": question(shape), "answer": color})
     paths = {"pretrain": out / "pretrain.json", "finetune": out / "finetune.json", "eval": out / "eval.json",
              "images": image_dir}
     for name, records in (("pretrain", pretrain), ("finetune", finetune), ("eval", evaluation)):
@@ -115,14 +146,14 @@ def make_dataset(out: Path, seed: int = 0, num_train: int = 96, num_eval: int = 
 
 def corpus() -> list[str]:
     """Every text the tiny tokenizer should encode compactly."""
-    lines = [TEMPLATE_TEXT, "Describe the picture.", "What color is the square?", "Where is the square?",
-             "Are the two squares the same color? yes no"]
-    lines += [f"a {c} square in the {p}" for c in COLORS for p in PLACES]
+    lines = [TEMPLATE_TEXT, "Describe the picture.", "Are the coloured shapes the same color? yes no"]
+    lines += [question(shape) for shape in SHAPES]
+    lines += [f"{color} {shape} {place}," for color in PALETTE for shape in SHAPES for place in PLACES]
     lines += [f"{q} {a}" for q, a in TEXT_ONLY]
     return lines * 4
 
 
-def make_tokenizer(vocab_size: int = 320):
+def make_tokenizer(vocab_size: int = 1024):
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained on :func:`corpus` (deterministic)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

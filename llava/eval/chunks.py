@@ -35,13 +35,14 @@ def chunk_of(items: list, num_chunks: int, chunk_idx: int) -> list:
 
 
 def merge(chunk_files: list[Path], out: Path) -> int:
-    """Concatenate the chunks' answers in order into ``out``; a question answered twice is an error."""
+    """Concatenate the chunks' answers in order into ``out``; a question (id and prompt) answered twice is an error."""
     seen, lines = set(), []
     for path in chunk_files:
         for record in read_jsonl(path):
-            if record["question_id"] in seen:
+            key = (str(record["question_id"]), record.get("prompt"))  # ids repeat in MME / TextVQA, prompts differ
+            if key in seen:
                 raise ValueError(f"{path}: question {record['question_id']!r} is answered in two chunks")
-            seen.add(record["question_id"])
+            seen.add(key)
             lines.append(json.dumps(record))
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_suffix(out.suffix + ".tmp")

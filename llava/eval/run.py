@@ -32,6 +32,7 @@ from ..data.images import ImageError, ImagePreprocessor, load_image
 from ..data.templates import tokenize_conversation
 from ..model.builder import load_llava
 from .chunks import chunk_of, read_jsonl
+from .questions import read_questions
 
 LOG = logging.getLogger(__name__)
 SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
@@ -59,30 +60,42 @@ class Answerer:
         self.single_pred_prompt, self.skip_missing = single_pred_prompt, skip_missing
         self.num_skipped = 0
 
-    def prompt(self, question: dict) -> Prompt | None:
-        """None when the image is missing and ``skip_missing`` is set (counted in ``num_skipped``)."""
+    def prompt_text(self, question: dict) -> str:
+        """The user turn as asked: the question, the letter instruction, ``<image>`` first if not placed."""
         text = question["text"]
         if self.single_pred_prompt:
             text = f"{text}\n{SINGLE_PRED_PROMPT}"
+        if question.get("image") is not None and "<image>" not in text:
+            text = "<image>\n" * len(_as_list(question["image"])) + text
+        return text
+
+    def prompt(self, question: dict) -> Prompt | None:
+        """None when the image is missing and ``skip_missing`` is set (counted in ``num_skipped``)."""
+        text = self.prompt_text(question)
         batch, counts = None, []
-        if question.get("image"):
-            path = Path(question["image"]) if self.image_folder is None else self.image_folder / question["image"]
-            try:
-                image = load_image(path, str(question["question_id"]))
-            except ImageError:
-                if not self.skip_missing:
-                    raise
-                self.num_skipped += 1
-                LOG.warning("question %s: image %s missing or unreadable, skipped", question["question_id"], path)
+        if question.get("image") is not None:
+            images = [self._image(question, image) for image in _as_list(question["image"])]
+            if any(image is None for image in images):
                 return None
-            batch = self.images([image])
+            batch = self.images(images)
             counts = batch.num_image_tokens
-            if "<image>" not in text:
-                text = f"<image>\n{text}"
         turns = [{"from": "human", "value": text}]
         ids = tokenize_conversation(turns, self.conv_mode, self.processor.tokenizer, counts).input_ids
         return Prompt(question, text, ids, None if batch is None else batch.pixel_values,
                       None if batch is None else batch.image_sizes)
+
+    def _image(self, question: dict, image):
+        if not isinstance(image, (str, Path)):
+            return image  # already decoded (MMBench, lmms-eval)
+        path = Path(image) if self.image_folder is None else self.image_folder / image
+        try:
+            return load_image(path, str(question["question_id"]))
+        except ImageError:
+            if not self.skip_missing:
+                raise
+            self.num_skipped += 1
+            LOG.warning("question %s: image %s missing or unreadable, skipped", question["question_id"], path)
+            return None
 
     @torch.no_grad()
     def answer(self, prompts: list[Prompt], **generate_kwargs) -> list[str]:
@@ -91,6 +104,10 @@ class Answerer:
         out = self.model.generate(**inputs, **generate_kwargs)
         new_tokens = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def _as_list(images) -> list:
+    return list(images) if isinstance(images, (list, tuple)) else [images]
 
 
 def left_padded(prompts: list[Prompt], pad_token_id: int, device) -> dict[str, torch.Tensor]:
@@ -111,8 +128,13 @@ def left_padded(prompts: list[Prompt], pad_token_id: int, device) -> dict[str, t
     return batch
 
 
-def answered_ids(path: Path) -> set:
-    return {record["question_id"] for record in read_jsonl(path)} if path.is_file() else set()
+def answered(path: Path) -> set[tuple]:
+    """``(question_id, prompt)`` of the answers already written (ids alone are not unique: MME, TextVQA)."""
+    return {answer_key(record) for record in read_jsonl(path)} if path.is_file() else set()
+
+
+def answer_key(record: dict) -> tuple:
+    return (str(record["question_id"]), record["prompt"])
 
 
 def run(args: argparse.Namespace, model=None, processor=None) -> Path:
@@ -122,11 +144,11 @@ def run(args: argparse.Namespace, model=None, processor=None) -> Path:
     aspect = args.image_aspect_ratio or ("anyres" if model.config.model_type == "llava_next" else "pad")
     answerer = Answerer(model, processor, args.conv_mode, args.image_folder, aspect, args.single_pred_prompt,
                         args.skip_missing)
-    questions = chunk_of(read_jsonl(Path(args.question_file)), args.num_chunks, args.chunk_idx)
+    questions = chunk_of(read_questions(args.question_file), args.num_chunks, args.chunk_idx)
     out = Path(args.answers_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = answered_ids(out)
-    todo = [q for q in questions if q["question_id"] not in done]
+    done = answered(out)
+    todo = [q for q in questions if (str(q["question_id"]), answerer.prompt_text(q)) not in done]
     model_id = args.model_id or Path(str(args.model_path)).name
     metadata = {"pdrop": None if model.pdrop_config is None else model.pdrop_config.to_dict()}
     generate_kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, num_beams=args.num_beams,

@@ -114,6 +114,14 @@ class PDropMixin:
         if self.pdrop_config is None:
             if pdrop_query_mask is not None:
                 raise ValueError("pdrop_query_mask was given but PyramidDrop is off for this model")
+            if self.training and pixel_values is not None:
+                # same module order as a dummy-image batch (embeddings, vision, projector, then the
+                # language model): stock LLaVA would enter its inner model first, and ZeRO-3 ranks
+                # that disagree on the order stop with "disagreement on list contents"
+                inputs_embeds, _, _ = merge_image_features(
+                    self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy,
+                    image_sizes)
+                input_ids, pixel_values = None, None
             return super().forward(
                 input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                 position_ids=position_ids, past_key_values=past_key_values, inputs_embeds=inputs_embeds,

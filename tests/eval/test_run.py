@@ -127,3 +127,46 @@ def test_generate_script_shards_and_merges(checkpoint, questions, assets, tmp_pa
     lines = dry.stdout.strip().splitlines()
     assert lines[0].startswith("CUDA_VISIBLE_DEVICES=0 ") and lines[1].startswith("CUDA_VISIBLE_DEVICES=1 ")
     assert "--num_chunks 2 --chunk_idx 1" in lines[1] and "llava.eval.chunks" in lines[2]
+
+
+def test_repeated_ids_with_different_questions_are_all_answered_and_resumed(checkpoint, assets, tmp_path):
+    """MME asks two questions per image under one id; TextVQA's ids are image ids."""
+    questions = tmp_path / "mme.jsonl"
+    lines = [{"question_id": "color/eval_0000.png", "image": "eval_0000.png", "text": f"Is it {c}? Answer yes or no."}
+             for c in ("red", "blue")]
+    questions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    answers = tmp_path / "a.jsonl"
+    evaluate(checkpoint, questions, assets, answers)
+    evaluate(checkpoint, questions, assets, answers)  # resuming answers nothing twice
+    records = chunks.read_jsonl(answers)
+    assert len(records) == 2 and {r["prompt"].split("Is it ")[1][:3] for r in records} == {"red", "blu"}
+    assert chunks.merge([answers], tmp_path / "m.jsonl") == 2
+
+
+def test_scienceqa_json_and_mmbench_tsv_question_files(checkpoint, assets, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    sqa = tmp_path / "llava_test_CQM-A.json"
+    sqa.write_text(json.dumps([
+        {"id": "4", "image": "eval_0001.png", "conversations": [
+            {"from": "human", "value": "<image>\nContext: a picture.\nWhich color?\nA. red\nB. blue"},
+            {"from": "gpt", "value": "A"}]},
+        {"id": "9", "conversations": [{"from": "human", "value": "Which is a number?\nA. two\nB. dog"},
+                                      {"from": "gpt", "value": "A"}]}]))
+    answered = evaluate(checkpoint, sqa, assets, tmp_path / "sqa.jsonl", "--single_pred_prompt")
+    assert set(answered) == {"4", "9"}
+    assert answered["4"]["prompt"].startswith("<image>\nContext") and answered["4"]["prompt"].endswith("directly.")
+    buffer = io.BytesIO()
+    Image.open(assets["data"] / "images" / "eval_0002.png").save(buffer, format="PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+    rows = ["index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage",
+            f"7\tWhat color?\tnan\tred\tblue\tnan\tnan\tA\tcolor\t{image}",
+            f"1000007\tWhat color?\tnan\tblue\tred\tnan\tnan\tB\tcolor\t{image}"]
+    tsv = tmp_path / "mmbench_dev.tsv"
+    tsv.write_text("\n".join(rows) + "\n")
+    answered = evaluate(checkpoint, tsv, assets, tmp_path / "mmb.jsonl", "--single_pred_prompt")
+    assert set(answered) == {7, 1000007}
+    assert "What color?\nA. red\nB. blue\n" in answered[7]["prompt"] and "C." not in answered[7]["prompt"]

@@ -104,3 +104,21 @@ def test_llava_next_finetune_under_zero2(pipeline):
     assert model.pdrop_config is not None
     losses = logged_losses(out)
     assert sum(losses[-3:]) < sum(losses[:3]), losses
+
+
+def test_zero3_without_drop_mixes_image_and_text_only_batches(pipeline):
+    """Ranks with and without images call the modules in one order (a mismatch stops ZeRO-3).
+
+    Three text-only records for one with an image and no modality grouping: most steps give one
+    rank a batch without images (a dummy image) while the other has images.
+    """
+    records = json.loads((REPO / "playground/tiny/data/finetune.json").read_text())
+    text = [r for r in records if "image" not in r][:24]
+    images = [r for r in records if isinstance(r.get("image"), str)][:8]
+    data = pipeline["tmp"] / "mixed.json"
+    data.write_text(json.dumps(text + images))
+    out = pipeline["tmp"] / "nodrop"
+    run_script("finetune_pdrop.sh", "tiny-finetune", pipeline["tmp"], "--no_pdrop", "--max_steps", "8",
+               "--save_steps", "8", "--group_by_modality_length", "false", OUTPUT_DIR=str(out), DATA_PATH=str(data),
+               PRETRAIN_MM_MLP_ADAPTER=str(pipeline["pretrain"] / "mm_projector.bin"))
+    assert json.loads((out / "config.json").read_text()).get("pdrop") is None

@@ -1,0 +1,120 @@
+"""Speed benchmark: smoke runs on the tiny presets (no timing assertions), errors, OOM handling."""
+
+import json
+
+import pytest
+import torch
+
+from llava.bench import speed
+from llava.bench.speed import SpeedSettings, main
+from llava.paths import load_model_preset
+
+QUICK = ["--device", "cpu", "--warmup", "0", "--repeats", "1", "--max_new_tokens", "3"]
+
+
+def bench_for(tasks, attn="sdpa", **kwargs):
+    settings = SpeedSettings(preset="tiny-llava", device="cpu", tasks=tasks, warmup=0, repeats=1, attn=attn, **kwargs)
+    return speed.setup_bench(settings, load_model_preset("tiny-llava"))
+
+
+@pytest.mark.parametrize("preset, methods, train_image_tokens", [
+    ("tiny-llava", "none,pdrop,fastv", 16),
+    ("tiny-llava-next", "none,pdrop", 88),  # base crop + 2x2 grid + a newline per row: the model's own count
+])
+def test_tiny_run_reports_every_metric_and_writes_json(preset, methods, train_image_tokens, tmp_path, capsys):
+    path = tmp_path / "out.json"
+    results = main(["--preset", preset, "--methods", methods, *QUICK, "--json", str(path)])
+    table = capsys.readouterr().out
+    for method in methods.split(","):
+        entry = results["methods"][method]
+        for task in speed.TASKS:
+            metric = entry["metrics"][task]
+            assert metric["median_ms"] > 0 and metric["min_ms"] > 0 and metric["peak_mem_mib"] is None  # CPU
+            assert entry["ratios"][task]["median_ms"] is not None
+        assert entry["metrics"]["decode"]["new_tokens_per_run"] == [3]  # every method decodes the same count
+        assert entry["metrics"]["decode"]["median_tokens_per_s"] > 0
+        assert entry["metrics"]["train_ckpt"]["image_tokens"] == train_image_tokens
+        assert table.count(f"\n{method} ") == 2  # a row in the metric table and one in the memory table
+    assert results["methods"]["none"]["ratios"]["prefill"]["median_ms"] == 1.0
+    assert results["methods"]["pdrop"]["flops_ratio"] < 1.0
+    assert results["methods"]["pdrop"]["metrics"]["ranking_overhead"]["ranking_pct"] > 0
+    saved = json.loads(path.read_text())
+    assert saved["environment"]["device"] and saved["environment"]["torch"] == torch.__version__
+    assert saved["environment"]["transformers"]
+    assert saved["command"].startswith(f"python -m llava.bench --preset {preset} --methods {methods}")
+    assert saved["inputs"]["image_tokens"] == load_model_preset(preset)["image_tokens"]
+    assert saved["settings"]["dtype"] == "float32" and saved["settings"]["schedule"]["layer_list"] == [1, 2, 3]
+
+
+def test_out_of_memory_is_recorded_and_the_run_goes_on(monkeypatch, capsys):
+    def out_of_memory(bench):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setitem(speed.TASK_RUNNERS, "train", out_of_memory)
+    results = main(["--preset", "tiny-llava", *QUICK, "--tasks", "prefill,train,train_ckpt"])
+    for method in ("none", "pdrop"):
+        metrics = results["methods"][method]["metrics"]
+        assert metrics["train"] == "oom"
+        assert metrics["prefill"]["median_ms"] > 0 and metrics["train_ckpt"]["median_ms"] > 0
+        assert "train" not in results["methods"][method]["ratios"]
+    assert "oom" in capsys.readouterr().out
+
+
+def test_checkpointing_is_on_only_for_train_ckpt(monkeypatch):
+    bench = bench_for(("train", "train_ckpt"))
+    seen, measure = [], speed.measure
+
+    def spy(step, b, **extra):
+        seen.append(b.model.is_activation_checkpointing and b.model.training)
+        return measure(step, b, **extra)
+
+    monkeypatch.setattr(speed, "measure", spy)
+    speed.TASK_RUNNERS["train_ckpt"](bench)
+    speed.TASK_RUNNERS["train"](bench)
+    assert seen == [True, False]
+    assert not bench.model.is_activation_checkpointing and not bench.model.training
+
+
+@pytest.mark.parametrize("schedule", [None, speed.default_schedule("tiny-llava", 4)])
+def test_decode_loop_is_greedy_generate(schedule):
+    """The timed loop computes what generate() does (prompt embedded as generate embeds it)."""
+    bench = bench_for(("decode",), attn="eager", max_new_tokens=4)
+    model, spec = bench.model, bench.spec
+    ids = speed.prompt_ids(spec, 2, spec["image_tokens"], torch.Generator().manual_seed(1))
+    embeds = model.get_input_embeddings()(ids).detach()
+    bench.lm_inputs = {"inputs_embeds": embeds, "image_mask": ids == spec["image_token_id"]}
+    model.set_pdrop_config(schedule)
+    tokens, _ = speed.greedy_decode(bench)
+    expected = model.generate(inputs_embeds=embeds, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert torch.equal(tokens, expected[:, -4:])
+
+
+def test_ranking_overhead_found_only_with_pdrop():
+    bench = bench_for(("prefill",))
+    assert speed.ranking_overhead(bench) is None  # PyramidDrop off: no ranking ranges
+    bench.model.set_pdrop_config(speed.default_schedule("tiny-llava", 4))
+    overhead = speed.ranking_overhead(bench)
+    assert 0 < overhead["ranking_ms"] < overhead["profiled_prefill_ms"]
+
+
+def test_default_schedule_is_scaled_to_the_model():
+    assert list(speed.default_schedule("tiny-llava", 4).layer_list) == [1, 2, 3]
+    assert list(speed.default_schedule("llava-1.5-7b", 32).layer_list) == [8, 16, 24]
+    qwen = speed.default_schedule("llava-qwen2-7b", 28)
+    assert list(qwen.layer_list) == [7, 14, 21] and list(qwen.image_token_ratio_list) == [0.5, 0.25, 0.125]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "no-such-preset"], "no model config 'no-such-preset'"),
+    (["--preset", "tiny-llava", "--methods", "none,fast"], "unknown method(s) ['fast']"),
+    (["--preset", "tiny-llava", "--tasks", "prefill,backward"], "unknown task(s) ['backward']"),
+    (["--preset", "tiny-llava", "--methods", "fastv", "--fastv_k", "4"], "boundary 4"),
+    (["--preset", "tiny-llava", "--methods", "fastv", "--fastv_ratio", "1.0"], "FastV ratio"),
+    (["--preset", "tiny-llava", "--layer_list", "[1,5]", "--image_token_ratio_list", "[0.5,0.25]"], "boundary 5"),
+    (["--preset", "tiny-llava", "--repeats", "0"], "must be >= 1"),
+])
+def test_bad_arguments_give_a_clear_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--device", "cpu"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
