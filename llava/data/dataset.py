@@ -35,7 +35,7 @@ from datasets import Dataset, Features, Sequence, Value
 from datasets.exceptions import DatasetGenerationError
 
 from .images import ImageError, ImagePreprocessor, load_image
-from .templates import IGNORE_INDEX, TokenizedConversation, get_template, tokenize_conversation
+from .templates import IGNORE_INDEX, TokenizedConversation, get_template, split_turns, tokenize_conversation
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def load_llava_records(data_path: str, num_proc: int | None = None) -> Dataset:
 def _index_code_hash() -> str:
     """A hash of the code that writes the index: datasets' cache key covers the generator's own code but not
     the functions it calls, so an edit to the normalisation would otherwise reuse a stale index."""
-    parts = [inspect.getsource(f) for f in (_generate_records, _read_records, normalise_record, _image_list)]
+    parts = [inspect.getsource(f) for f in (_generate_records, _read_records, normalise_record, _image_list,
+                                            _drop_leading_answer, split_turns)]
     return hashlib.sha256("".join(parts + [repr(RECORD_FEATURES)]).encode()).hexdigest()[:16]
 
 
@@ -144,6 +145,11 @@ def normalise_record(record, index: int, default_id: str, path: str) -> dict:
         if not isinstance(turn["value"], str):
             raise ValueError(f"{where}: turn {t} has a {type(turn['value']).__name__} value, expected a string")
         turns.append({"from": turn["from"], "value": turn["value"]})
+    turns = _drop_leading_answer(turns)
+    try:
+        split_turns(turns)  # roles checked here, with the record named, not mid-training
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
     images = _image_list(record.get("image"), where)
     placeholders = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
     if placeholders != len(images):
@@ -158,6 +164,14 @@ def normalise_record(record, index: int, default_id: str, path: str) -> dict:
         "num_words": sum(len(turn["value"].split()) for turn in turns),
         "has_answer": any(turn["from"] == "gpt" and turn["value"].strip() for turn in turns),
     }
+
+
+def _drop_leading_answer(turns: list[dict]) -> list[dict]:
+    """LLaVA's rule: a conversation opening with a ``gpt`` turn (after an optional system turn) loses it."""
+    start = 1 if turns and turns[0]["from"] == "system" else 0
+    if len(turns) > start and turns[start]["from"] == "gpt" and IMAGE_PLACEHOLDER not in turns[start]["value"]:
+        return turns[:start] + turns[start + 1:]
+    return turns
 
 
 def _image_list(image, where: str) -> list[str]:

@@ -73,6 +73,7 @@ def test_bad_record_is_named_with_several_processes(tmp_path):
     ({"id": "x", "conversations": [{"value": "hi"}]}, "turn 0 needs 'from' and 'value'"),
     ({"id": "x", "conversations": [{"from": "bot", "value": "hi"}]}, "turn 0 is from 'bot'"),
     ({"id": "x", "image": 3, "conversations": turns("<image>", "a")}, "'image' must be a path string or a list"),
+    ({"id": "x", "conversations": turns("hi", "a") + [{"from": "gpt", "value": "b"}]}, "turn 2 is from 'gpt'"),
 ])
 def test_first_bad_record_is_named(tmp_path, bad, message):
     path = write_records(tmp_path, [RECORDS[0], bad, {"id": "later", "conversations": "also bad"}])
@@ -225,3 +226,9 @@ def test_too_long_text_is_cut_but_never_inside_an_image(tmp_path, tokenizer, pro
     with pytest.raises(ValueError, match=r"sample image-last has \d+ tokens, more than model_max_length=80.*inside "
                                          "an image span"):
         dataset[1]
+
+
+def test_a_leading_answer_turn_is_dropped_as_llava_does(tmp_path):
+    record = {"id": "g", "conversations": [{"from": "gpt", "value": "Hello!"}, *turns("What is 2+3?", "five")]}
+    index = load_llava_records(write_records(tmp_path, [record]))
+    assert [t["from"] for t in index[0]["conversations"]] == ["human", "gpt"]
