@@ -165,6 +165,7 @@ def pdrop_decoder_forward(
     layer_kwargs = dict(past_key_values=past_key_values, use_cache=use_cache, **kwargs)
 
     last_layer_input = None  # the input of the last layer run (FastV ranks with that layer's attention)
+    position_embeddings = None  # the previous stage's rotary embedding, set before any boundary
     for s, layer_range in enumerate(stages):
         if s > 0 and is_prefill:
             seq.hidden_states = hidden_states

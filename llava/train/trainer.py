@@ -23,7 +23,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from ..data.sampler import ModalityLengthGroupedSampler
 from ..model.assemble import _gathered, projector_state_dict
 from ..model.pdrop_llava import PDropMixin
-from ..paths import TRAINING_ARGS_FILE
 
 STAGING = ".staging"
 PROJECTOR_FILE = "mm_projector.bin"
