@@ -82,18 +82,19 @@ def settings(schedule, num_layers: int) -> list[tuple[str, str, object]]:
     ]
 
 
-def evaluate(model, processor, questions: list[dict], batch_size: int) -> tuple[float, float]:
-    """Accuracy (% exact one-word answers) and mean prompt text tokens of the held-out questions."""
+def evaluate(model, processor, questions: list[dict], batch_size: int) -> tuple[float, float, float]:
+    """Accuracy (% exact one-word answers) and the mean prompt's text and image tokens."""
     answerer = Answerer(model, processor, "vicuna_v1", str(TINY / "data" / "images"), "pad")
-    correct, text_tokens = 0, 0
+    correct, text_tokens, image_tokens = 0, 0, 0
     for start in range(0, len(questions), batch_size):
         chunk = questions[start:start + batch_size]
         prompts = [answerer.prompt({"question_id": q["id"], "image": q["image"], "text": q["question"]}) for q in chunk]
         answers = answerer.answer(prompts, max_new_tokens=3, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
         for q, prompt, answer in zip(chunk, prompts, answers):
             correct += answer.lower().strip(" .").split(" ")[0] == q["answer"]
-            text_tokens += len(prompt.input_ids) - int(prompt.pixel_values is not None) * 16
-    return 100.0 * correct / len(questions), text_tokens / len(questions)
+            images = prompt.input_ids.count(model.config.image_token_id)
+            image_tokens, text_tokens = image_tokens + images, text_tokens + len(prompt.input_ids) - images
+    return 100.0 * correct / len(questions), text_tokens / len(questions), image_tokens / len(questions)
 
 
 def compare(runs: dict[str, Path], questions: list[dict], args) -> list[dict]:
@@ -105,9 +106,9 @@ def compare(runs: dict[str, Path], questions: list[dict], args) -> list[dict]:
     for name, which, sched in settings(schedule, config.num_hidden_layers):
         model, processor = models[which]
         model.set_pdrop_config(sched)
-        accuracy, text = evaluate(model, processor, questions, args.batch_size)
-        flops = llm_flops(*shape, image_tokens=16, text_tokens=round(text), schedule=sched)
-        image_flops = llm_flops(*shape, image_tokens=16, text_tokens=0, schedule=sched)  # the paper's count
+        accuracy, text, images = evaluate(model, processor, questions, args.batch_size)
+        flops = llm_flops(*shape, image_tokens=round(images), text_tokens=round(text), schedule=sched)
+        image_flops = llm_flops(*shape, image_tokens=round(images), text_tokens=0, schedule=sched)  # the paper's count
         rows.append({"setting": name, "model": which, "schedule": None if sched is None else sched.to_dict(),
                      "accuracy": round(accuracy, 1), "llm_mflops": round(flops / 1e6, 2), "image_mflops": image_flops / 1e6})
     base, image_base = rows[0]["llm_mflops"], rows[0]["image_mflops"]

@@ -157,34 +157,22 @@ def default_schedule(preset: str, num_layers: int) -> PDropConfig:
     return replace(schedule, layer_list=[round(b * num_layers / written_for) for b in schedule.layer_list])
 
 
-def fastv_schedule(k: int, ratio: float) -> PDropConfig | str:
-    """FastV(K, R) as a one-boundary schedule, or a note saying why it is skipped."""
-    make = getattr(PDropConfig, "fastv", None)
-    if make is None or "method" not in {f.name for f in fields(PDropConfig)}:
-        return "skipped: PDropConfig has no 'method' field (FastV ranking not available in this version)"
-    return make(k, ratio)
-
-
-def method_schedules(settings: SpeedSettings, num_layers: int) -> tuple[dict[str, PDropConfig | None], dict[str, str]]:
-    """Validated schedules of the methods to run, and the skipped methods with their reason."""
+def method_schedules(settings: SpeedSettings, num_layers: int) -> dict[str, PDropConfig | None]:
+    """Validated schedules of the methods to run (``none``: PyramidDrop off)."""
     unknown = [m for m in settings.methods if m not in METHODS]
     if unknown or not settings.methods:
         raise ValueError(f"unknown method(s) {unknown or list(settings.methods)}: choose from {', '.join(METHODS)}")
-    schedules, skipped = {}, {}
+    schedules = {}
     for method in settings.methods:
         if method == "none":
             schedules[method] = None
         elif method == "pdrop":
             schedules[method] = settings.schedule or default_schedule(settings.preset, num_layers)
         else:
-            fastv = fastv_schedule(settings.fastv_k, settings.fastv_ratio)
-            if isinstance(fastv, str):
-                skipped[method] = fastv
-                continue
-            schedules[method] = fastv
+            schedules[method] = PDropConfig.fastv(settings.fastv_k, settings.fastv_ratio)
         if schedules[method] is not None:
             schedules[method].validate_for(num_layers)
-    return schedules, skipped
+    return schedules
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -462,7 +450,7 @@ def run_benchmark(settings: SpeedSettings) -> dict[str, Any]:
     """Measure every method and task; the results as a JSON-ready dict (see ``docs/benchmarks.md``)."""
     check_tasks(settings.tasks)
     spec = load_model_preset(settings.preset)
-    schedules, skipped = method_schedules(settings, spec["text_config"]["num_hidden_layers"])
+    schedules = method_schedules(settings, spec["text_config"]["num_hidden_layers"])
     bench = setup_bench(settings, spec)
     metrics = measure_methods(bench, schedules)
     train_tokens = next((m[t]["image_tokens"] for m in metrics.values() for t in ("train", "train_ckpt")
@@ -477,7 +465,6 @@ def run_benchmark(settings: SpeedSettings) -> dict[str, Any]:
             "metrics": metrics[method],
             "ratios": ratios_to(metrics[method], metrics.get("none")),
         }
-    methods.update({method: {"skipped": note} for method, note in skipped.items()})
     pdrop = schedules.get("pdrop", settings.schedule)
     schedule = None if pdrop is None else pdrop.to_dict()
     return {"settings": {**asdict(settings), "schedule": schedule, "dtype": str(settings.torch_dtype).removeprefix("torch."),
@@ -549,9 +536,6 @@ def format_table(results: dict[str, Any]) -> str:
     header = f"{'method':<8}" + "".join(f"{title:>22}" for _, _, title in TABLE_COLUMNS) + f"{'FLOPs/none':>12}{'rank %':>9}"
     lines += ["", header]
     for name, method in results["methods"].items():
-        if "skipped" in method:
-            lines.append(f"{name:<8}  {method['skipped']}")
-            continue
         overhead = method["metrics"].get("ranking_overhead")
         rank = f"{overhead['ranking_pct']:.2f}" if isinstance(overhead, dict) else str(overhead) if overhead else "-"
         lines.append(f"{name:<8}" + "".join(f"{_cell(method, t, k):>22}" for t, k, _ in TABLE_COLUMNS)
@@ -559,8 +543,7 @@ def format_table(results: dict[str, Any]) -> str:
     lines += ["", f"peak memory, MiB ({inputs['peak_memory']})",
               f"{'method':<8}" + "".join(f"{task:>22}" for task, _, _ in TABLE_COLUMNS)]
     for name, method in results["methods"].items():
-        if "skipped" not in method:
-            lines.append(f"{name:<8}" + "".join(f"{_cell(method, t, 'peak_mem_mib'):>22}" for t, _, _ in TABLE_COLUMNS))
+        lines.append(f"{name:<8}" + "".join(f"{_cell(method, t, 'peak_mem_mib'):>22}" for t, _, _ in TABLE_COLUMNS))
     return "\n".join(lines)
 
 

@@ -34,6 +34,7 @@ import torch
 from datasets import Dataset, Features, Sequence, Value
 from datasets.exceptions import DatasetGenerationError
 
+from ..jsonl import iter_jsonl
 from .images import ImageError, ImagePreprocessor, load_image
 from .templates import IGNORE_INDEX, TokenizedConversation, get_template, split_turns, tokenize_conversation
 
@@ -90,7 +91,7 @@ def _index_code_hash() -> str:
     """A hash of the code that writes the index: datasets' cache key covers the generator's own code but not
     the functions it calls, so an edit to the normalisation would otherwise reuse a stale index."""
     parts = [inspect.getsource(f) for f in (_generate_records, _read_records, normalise_record, _image_list,
-                                            _drop_leading_answer, split_turns)]
+                                            _drop_leading_answer, split_turns, iter_jsonl)]
     return hashlib.sha256("".join(parts + [repr(RECORD_FEATURES)]).encode()).hexdigest()[:16]
 
 
@@ -108,14 +109,7 @@ def _generate_records(files: list[dict], several_files: bool, code_hash: str = "
 
 def _read_records(path: str):
     if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}: line {line_number} is not valid JSON ({error})") from None
+        yield from iter_jsonl(path)
         return
     with open(path, encoding="utf-8") as handle:
         try:

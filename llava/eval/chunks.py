@@ -12,18 +12,12 @@ import json
 import math
 from pathlib import Path
 
+from ..jsonl import iter_jsonl
+
 
 def read_jsonl(path: Path) -> list[dict]:
     """Records of a JSONL file; a malformed line is an error naming the file and line number."""
-    records = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not a JSON record ({err.msg})") from None
-    return records
+    return list(iter_jsonl(path))
 
 
 def chunk_of(items: list, num_chunks: int, chunk_idx: int) -> list:
@@ -34,12 +28,17 @@ def chunk_of(items: list, num_chunks: int, chunk_idx: int) -> list:
     return items[chunk_idx * size:(chunk_idx + 1) * size]
 
 
+def answer_key(record: dict) -> tuple:
+    """What identifies an answer: its question id and prompt (ids repeat in MME and TextVQA, prompts differ)."""
+    return (str(record["question_id"]), record.get("prompt"))
+
+
 def merge(chunk_files: list[Path], out: Path) -> int:
     """Concatenate the chunks' answers in order into ``out``; a question (id and prompt) answered twice is an error."""
     seen, lines = set(), []
     for path in chunk_files:
         for record in read_jsonl(path):
-            key = (str(record["question_id"]), record.get("prompt"))  # ids repeat in MME / TextVQA, prompts differ
+            key = answer_key(record)
             if key in seen:
                 raise ValueError(f"{path}: question {record['question_id']!r} is answered in two chunks")
             seen.add(key)

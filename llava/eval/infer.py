@@ -13,31 +13,19 @@ from __future__ import annotations
 
 import argparse
 
-from .run import Answerer, _load
+from .loading import add_model_args, default_aspect_ratio, load_for_eval
+from .run import Answerer
 
 
 def main(argv: list[str] | None = None) -> str:
-    from ..bench.flops import add_schedule_args
-
     parser = argparse.ArgumentParser(description="One question about one image with a LLaVA model.")
-    parser.add_argument("--model_path", required=True, help="checkpoint folder or Hub id")
+    add_model_args(parser)
     parser.add_argument("--image", required=True)
     parser.add_argument("--question", required=True)
-    parser.add_argument("--conv_mode", default="vicuna_v1")
-    parser.add_argument("--image_aspect_ratio", choices=["pad", "square", "anyres"])
     parser.add_argument("--max_new_tokens", type=int, default=128)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--attn_implementation", default="sdpa")
-    parser.add_argument("--no_pdrop", action="store_true", help="turn off the checkpoint's saved schedule")
-    add_schedule_args(parser)
     args = parser.parse_args(argv)
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, processor = _load(args)
-    aspect = args.image_aspect_ratio or ("anyres" if model.config.model_type == "llava_next" else "pad")
+    model, processor = load_for_eval(args)
+    aspect = args.image_aspect_ratio or default_aspect_ratio(model.config)
     answerer = Answerer(model, processor, args.conv_mode, None, aspect)
     prompt = answerer.prompt({"question_id": "cli", "image": args.image, "text": args.question})
     answer = answerer.answer([prompt], max_new_tokens=args.max_new_tokens, do_sample=False,

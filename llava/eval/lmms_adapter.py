@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 from lmms_eval.api.model import lmms
 
-from .run import Answerer, _load
+from .loading import default_aspect_ratio, load_for_eval
+from .run import Answerer
 
 MODEL_ID = "pdrop_llava"
 
@@ -44,14 +44,13 @@ class PDropLlavaLmms(lmms):
                  **unused):
         super().__init__()
         args = argparse.Namespace(
-            model_path=pretrained, dtype=dtype, device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+            model_path=pretrained, dtype=dtype, device=device,
             attn_implementation=attn_implementation, no_pdrop=str(no_pdrop).lower() in ("1", "true"),
             layer_list=_list_arg(layer_list), image_token_ratio_list=_list_arg(image_token_ratio_list), lambda_=None,
             stages=None, position_mode="compact", drop_method=drop_method, drop_seed=0,
         )
-        self.model, self.processor = _load(args)
-        aspect = "anyres" if self.model.config.model_type == "llava_next" else "pad"
-        self.answerer = Answerer(self.model, self.processor, conv_mode, None, aspect)
+        self.model, self.processor = load_for_eval(args)
+        self.answerer = Answerer(self.model, self.processor, conv_mode, None, default_aspect_ratio(self.model.config))
         self.batch_size_per_gpu = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
 

@@ -54,10 +54,9 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont
 from transformers.image_processing_utils import select_best_resolution
 from transformers.models.llava_next.modeling_llava_next import unpad_image
 
-from ..bench.flops import add_schedule_args, resolve_schedule
 from ..data.images import ASPECT_RATIOS, ImagePreprocessor, expand_to_square, load_image
 from ..data.templates import build_prompt
-from ..model.builder import load_llava
+from .loading import add_model_args, default_aspect_ratio, load_for_eval
 
 PANEL_GAP = 6  # white pixels between two panels (and two rows of panels)
 DROPPED_BRIGHTNESS = 0.3  # a dropped token's region: greyscale at this fraction of its brightness
@@ -299,11 +298,6 @@ def _line_height(font) -> int:
 # --------------------------------------------------------------------------- the model
 
 
-def default_aspect_ratio(config) -> str:
-    """``anyres`` for LLaVA-NeXT, LLaVA-1.5's ``pad`` otherwise."""
-    return "anyres" if config.model_type == "llava_next" else "pad"
-
-
 def kept_token_picture(
     model,
     processor,
@@ -403,24 +397,13 @@ def kept_token_indices(trace, image_token_counts: list[int], image_index: int = 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Picture the image tokens PyramidDrop keeps at each stage.")
-    parser.add_argument("--model_path", required=True, help="checkpoint folder or Hub id")
+    add_model_args(parser, no_pdrop=False)
     parser.add_argument("--image", required=True)
     parser.add_argument("--question", required=True)
     parser.add_argument("--out", default="kept.png", help="PNG to write")
-    parser.add_argument("--conv_mode", default="vicuna_v1", help="conversation template (as in training)")
-    parser.add_argument("--image_aspect_ratio", choices=list(ASPECT_RATIOS),
-                        help="image preprocessing (default: pad, anyres for LLaVA-NeXT)")
     parser.add_argument("--panel_size", type=int, default=PANEL_SIZE, help="longer side of a panel in pixels")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--attn_implementation", default="sdpa")
-    add_schedule_args(parser)
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, processor = load_llava(args.model_path, dtype=getattr(torch, args.dtype), device=device,
-                                  attn_implementation=args.attn_implementation)
-    num_layers = model.config.get_text_config().num_hidden_layers
-    model.set_pdrop_config(resolve_schedule(args, model.pdrop_config, num_layers))
+    model, processor = load_for_eval(args)
     if model.pdrop_config is None:
         parser.error(f"{args.model_path} has no saved PyramidDrop schedule: pass --layer_list and "
                      "--image_token_ratio_list (or --lambda/--stages)")

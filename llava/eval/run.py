@@ -30,8 +30,8 @@ from tqdm import tqdm
 from ..data.collator import concat_pixel_values
 from ..data.images import ImageError, ImagePreprocessor, load_image
 from ..data.templates import tokenize_conversation
-from ..model.builder import load_llava
-from .chunks import chunk_of, read_jsonl
+from .chunks import answer_key, chunk_of, read_jsonl
+from .loading import add_model_args, default_aspect_ratio, load_for_eval
 from .questions import read_questions
 
 LOG = logging.getLogger(__name__)
@@ -129,26 +129,23 @@ def left_padded(prompts: list[Prompt], pad_token_id: int, device) -> dict[str, t
 
 
 def answered(path: Path) -> set[tuple]:
-    """``(question_id, prompt)`` of the answers already written (ids alone are not unique: MME, TextVQA)."""
+    """Keys (:func:`~llava.eval.chunks.answer_key`) of the answers already written."""
     return {answer_key(record) for record in read_jsonl(path)} if path.is_file() else set()
-
-
-def answer_key(record: dict) -> tuple:
-    return (str(record["question_id"]), record["prompt"])
 
 
 def run(args: argparse.Namespace, model=None, processor=None) -> Path:
     """Answer the chunk's unanswered questions; returns the answers file."""
     if model is None:
-        model, processor = _load(args)
-    aspect = args.image_aspect_ratio or ("anyres" if model.config.model_type == "llava_next" else "pad")
+        model, processor = load_for_eval(args)
+    aspect = args.image_aspect_ratio or default_aspect_ratio(model.config)
     answerer = Answerer(model, processor, args.conv_mode, args.image_folder, aspect, args.single_pred_prompt,
                         args.skip_missing)
     questions = chunk_of(read_questions(args.question_file), args.num_chunks, args.chunk_idx)
     out = Path(args.answers_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = answered(out)
-    todo = [q for q in questions if (str(q["question_id"]), answerer.prompt_text(q)) not in done]
+    todo = [q for q in questions if answer_key({"question_id": q["question_id"], "prompt": answerer.prompt_text(q)})
+            not in done]
     model_id = args.model_id or Path(str(args.model_path)).name
     metadata = {"pdrop": None if model.pdrop_config is None else model.pdrop_config.to_dict()}
     generate_kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, num_beams=args.num_beams,
@@ -170,28 +167,13 @@ def run(args: argparse.Namespace, model=None, processor=None) -> Path:
     return out
 
 
-def _load(args):
-    from ..bench.flops import resolve_schedule
-
-    model, processor = load_llava(args.model_path, dtype=getattr(torch, args.dtype), device=args.device,
-                                  attn_implementation=args.attn_implementation)
-    model.set_pdrop_config(None if args.no_pdrop else resolve_schedule(args, model.pdrop_config,
-                                                                       model.config.get_text_config().num_hidden_layers))
-    return model, processor
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from ..bench.flops import add_schedule_args
-
     parser = argparse.ArgumentParser(description="Answer a question JSONL with a LLaVA model (batched, chunked, resumable).")
-    parser.add_argument("--model_path", required=True, help="checkpoint folder or Hub id")
+    add_model_args(parser)
     parser.add_argument("--model_id", help="name written into the answers (default: the folder name)")
-    parser.add_argument("--question_file", required=True)
+    parser.add_argument("--question_file", required=True, help=".jsonl, ScienceQA .json or MMBench .tsv")
     parser.add_argument("--image_folder", help="folder the questions' image paths are relative to")
-    parser.add_argument("--answers_file", required=True, help="JSONL to append answers to (existing ids are skipped)")
-    parser.add_argument("--conv_mode", default="vicuna_v1", help="conversation template (as in training)")
-    parser.add_argument("--image_aspect_ratio", choices=["pad", "square", "anyres"],
-                        help="image preprocessing (default: pad, anyres for LLaVA-NeXT)")
+    parser.add_argument("--answers_file", required=True, help="JSONL to append answers to (answered questions are skipped)")
     parser.add_argument("--num_chunks", type=int, default=1)
     parser.add_argument("--chunk_idx", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=8)
@@ -201,11 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--single_pred_prompt", action="store_true", help="ask for the option's letter (multiple choice)")
     parser.add_argument("--skip_missing", action="store_true", help="skip (and count) questions whose image is missing")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--attn_implementation", default="sdpa")
-    parser.add_argument("--no_pdrop", action="store_true", help="turn off the checkpoint's saved schedule")
-    add_schedule_args(parser)
     return parser
 
 

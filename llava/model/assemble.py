@@ -144,7 +144,7 @@ def load_projector(model, path: str | Path) -> None:
     expected = dict(projector.named_parameters())
     if set(state) != set(expected):
         raise ValueError(f"{path}: projector weights {sorted(state)} do not match the model's {sorted(expected)}")
-    with _gathered(list(expected.values())):
+    with gathered_parameters(list(expected.values()), modify=True):
         for name, param in expected.items():
             if tuple(state[name].shape) != tuple(param.shape):
                 raise ValueError(f"{path}: {name} has shape {tuple(state[name].shape)}, the model's projector "
@@ -174,14 +174,17 @@ def projector_state_dict(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def _gathered(params):
-    """DeepSpeed's GatheredParameters for ZeRO-3 partitioned parameters, else a no-op context."""
+def gathered_parameters(params, modify: bool = False):
+    """DeepSpeed's GatheredParameters for ZeRO-3 partitioned parameters, else a no-op context.
+
+    Every rank must enter it. With ``modify`` rank 0's changes are scattered back to all ranks on exit.
+    """
     import contextlib
 
     if any(hasattr(p, "ds_id") for p in params):
         import deepspeed
 
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=0)  # rank 0 writes, all ranks receive
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None)
     return contextlib.nullcontext()
 
 

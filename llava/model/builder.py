@@ -63,19 +63,25 @@ def build_random_llava(
     return model.to(dtype).eval()
 
 
+def llava_class(name_or_path: str):
+    """Our class for the LLaVA / LLaVA-NeXT checkpoint at ``name_or_path`` (folder or Hub id)."""
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"{name_or_path} is a {model_type!r} model, not a LLaVA / LLaVA-NeXT checkpoint "
+                         "(original-format checkpoints convert with python -m llava.model.convert)")
+    return ARCHITECTURES[model_type][1]
+
+
 def load_llava(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
                attn_implementation: str = "sdpa", **kwargs):
     """A released LLaVA / LLaVA-NeXT checkpoint (folder or Hub id) with our class, in eval mode, and its processor.
 
     The checkpoint's saved schedule applies; ``pdrop_config=`` in ``kwargs`` overrides it (None: off).
     """
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoProcessor
 
-    model_type = AutoConfig.from_pretrained(name_or_path).model_type
-    architectures = {"llava": PDropLlavaForConditionalGeneration, "llava_next": PDropLlavaNextForConditionalGeneration}
-    if model_type not in architectures:
-        raise ValueError(f"{name_or_path} is a {model_type!r} model, not a LLaVA / LLaVA-NeXT checkpoint "
-                         "(original-format checkpoints convert with python -m llava.model.convert)")
-    model = architectures[model_type].from_pretrained(name_or_path, dtype=dtype, attn_implementation=attn_implementation,
+    model = llava_class(name_or_path).from_pretrained(name_or_path, dtype=dtype, attn_implementation=attn_implementation,
                                                       **kwargs)
     return model.to(device).eval(), AutoProcessor.from_pretrained(name_or_path)

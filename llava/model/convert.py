@@ -25,10 +25,10 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlavaConfig, LlavaNextConfig
 
 from ..pdrop.schedule import PDropConfig
+from .assemble import SELECT_FEATURE, projector_key
 from .pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
 
 TEXT_MODEL_TYPES = {"llava_llama": "llama", "llava": "llama", "llava_mistral": "mistral", "llava_qwen": "qwen2"}
-SELECT_FEATURE = {"patch": "default", "cls_patch": "full"}
 VISION_PREFIX = "model.vision_tower.vision_tower."
 MM_KEYS = ("mm_", "image_aspect_ratio", "image_grid_pinpoints", "tune_mm", "freeze_mm", "unfreeze_mm",
            "layer_list", "image_token_ratio_list", "tokenizer_", "use_mm_proj")
@@ -73,8 +73,7 @@ def map_weights(weights: dict[str, torch.Tensor], new_vocab: int) -> dict[str, t
         if name.startswith(VISION_PREFIX):
             continue
         if name.startswith("model.mm_projector."):
-            index, param = name.removeprefix("model.mm_projector.").split(".")
-            mapped[f"model.multi_modal_projector.linear_{1 if index == '0' else 2}.{param}"] = tensor
+            mapped[f"model.multi_modal_projector.{projector_key(name)}"] = tensor
         elif name == "model.image_newline":
             mapped["model.image_newline"] = tensor
         elif name == "lm_head.weight":

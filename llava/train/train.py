@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import DataCollatorForSupervisedDataset, ImagePreprocessor, LazySupervisedDataset
 from ..model.assemble import VisionSpec, assemble_llava, is_llava_checkpoint, load_projector
-from ..model.pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
+from ..model.builder import llava_class
 from ..paths import TRAINING_ARGS_FILE
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .trainer import STAGING, LLaVATrainer, training_args_json
@@ -127,11 +127,9 @@ def _load_or_assemble(model_args, training_args):
     dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
     quantization = _quantization_config(training_args, dtype)
     if is_llava_checkpoint(model_args.model_name_or_path):
-        config = transformers.AutoConfig.from_pretrained(model_args.model_name_or_path)
-        model_class = PDropLlavaNextForConditionalGeneration if config.model_type == "llava_next" \
-            else PDropLlavaForConditionalGeneration
-        model = model_class.from_pretrained(model_args.model_name_or_path, dtype=dtype, quantization_config=quantization,
-                                            attn_implementation=model_args.attn_implementation)
+        model = llava_class(model_args.model_name_or_path).from_pretrained(
+            model_args.model_name_or_path, dtype=dtype, quantization_config=quantization,
+            attn_implementation=model_args.attn_implementation)
         return model, transformers.AutoProcessor.from_pretrained(model_args.model_name_or_path)
     if not model_args.vision_tower:
         raise ValueError(f"{model_args.model_name_or_path} is a language model: pass --vision_tower to assemble a "
@@ -211,14 +209,15 @@ def _wrap_lora(model, training_args):
     if training_args.bits < 16:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
     names = "|".join(n.strip() for n in training_args.lora_target_modules.split(",") if n.strip())
-    extra = ["multi_modal_projector"] + (["image_newline"] if hasattr(model.model, "image_newline") else [])
     config = LoraConfig(r=training_args.lora_r, lora_alpha=training_args.lora_alpha, lora_dropout=training_args.lora_dropout,
-                        target_modules=rf".*language_model.*\.({names})", modules_to_save=extra[:1], bias="none")
+                        target_modules=rf".*language_model.*\.({names})", modules_to_save=["multi_modal_projector"],
+                        bias="none")
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()
     model = get_peft_model(model, config)
-    if len(extra) > 1:
-        model.get_base_model().model.image_newline.requires_grad_(True)
+    newline = getattr(model.get_base_model().model, "image_newline", None)  # LLaVA-NeXT: trains with the projector
+    if newline is not None:
+        newline.requires_grad_(True)
     _log_trainable(model)
     return model
 

@@ -21,7 +21,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..data.sampler import ModalityLengthGroupedSampler
-from ..model.assemble import _gathered, projector_state_dict
+from ..model.assemble import gathered_parameters, projector_state_dict
 from ..model.pdrop_llava import PDropMixin
 
 STAGING = ".staging"
@@ -132,7 +132,7 @@ class LLaVATrainer(Trainer):
         if self.args.tune_mm_mlp_adapter:
             base = self.accelerator.unwrap_model(self.model)
             params = list(base.model.multi_modal_projector.parameters())
-            with _gathered(params):
+            with gathered_parameters(params):
                 state = projector_state_dict(base)
             if self.args.should_save:
                 output_dir.mkdir(parents=True, exist_ok=True)
