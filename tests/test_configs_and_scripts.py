@@ -37,6 +37,7 @@ def test_quicklook_runs_and_drops():
     assert custom["tokens_per_stage"][0] == [28, 16]
 
 
+@pytest.mark.integration
 def test_demo_script_trains_and_compares_the_drops(tmp_path):
     """The README main job, shortened: a few steps per stage, one process per run."""
     env = {**os.environ, "PYTHON": sys.executable}

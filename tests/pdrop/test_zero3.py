@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is in the `train` extra")
+pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 

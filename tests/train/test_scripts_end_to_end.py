@@ -22,6 +22,7 @@ from llava.model import PDropLlavaForConditionalGeneration, PDropLlavaNextForCon
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("deepspeed")
+pytestmark = pytest.mark.integration
 
 
 def _free_port() -> str:
