@@ -33,5 +33,15 @@ def load_schedule(name_or_path: str):
     data.pop("description", None)
     return PDropConfig.from_dict(data)
 
+
+def load_pyramid_config(name_or_path: str):
+    """A coarse-to-fine config from ``configs/pyramid/NAME.json`` (or a JSON path) as a ``CoarseToFineConfig``."""
+    from .pyramid.config import CoarseToFineConfig
+
+    data = dict(_load_named("pyramid", name_or_path))
+    data.pop("description", None)
+    return CoarseToFineConfig.from_dict(data)
+
+
 # what the training code writes next to a saved model, and what llava.release reads back
 TRAINING_ARGS_FILE = "llava_training_args.json"
