@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlavaConfig, LlavaNextConfig
 
 from ..pdrop.schedule import PDropConfig
@@ -35,13 +36,24 @@ MM_KEYS = ("mm_", "image_aspect_ratio", "image_grid_pinpoints", "tune_mm", "free
 
 
 def load_original_weights(src: Path) -> dict[str, torch.Tensor]:
+    """All tensors of ``src``'s safetensors (preferred) or ``pytorch_model*.bin`` files; no pickled code runs."""
     files = sorted(src.glob("*.safetensors")) or sorted(src.glob("pytorch_model*.bin"))
     if not files:
         raise FileNotFoundError(f"{src}: no *.safetensors or pytorch_model*.bin weights")
     weights = {}
     for file in files:
-        weights.update(load_file(file) if file.suffix == ".safetensors" else torch.load(file, map_location="cpu"))
+        weights.update(load_file(file) if file.suffix == ".safetensors" else _load_tensors(file))
     return weights
+
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A pickled state dict read with ``weights_only=True`` (passed explicitly: torch < 2.6 defaults to False)."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).split("WeightsUnpickler error: ")[-1].split("\n")[0]
+        raise ValueError(f"{file} holds more than tensors and loading it could run code, so it is refused ({reason}). "
+                         "A checkpoint from a source you trust can be re-saved as safetensors first") from None
 
 
 def build_config(source: dict, vision_config: CLIPVisionConfig):
@@ -104,7 +116,7 @@ def load_vision_tower(weights: dict[str, torch.Tensor], vision_tower: str | None
     config = CLIPVisionConfig.from_pretrained(name)
     with tempfile.TemporaryDirectory() as tmp:
         config.save_pretrained(tmp)
-        torch.save(embedded, Path(tmp) / "pytorch_model.bin")
+        save_file({k: v.contiguous() for k, v in embedded.items()}, Path(tmp) / "model.safetensors")
         return CLIPVisionModel.from_pretrained(tmp)
 
 

@@ -23,13 +23,12 @@ from pathlib import Path
 import torch
 import transformers
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from ..data import DataCollatorForSupervisedDataset, ImagePreprocessor, LazySupervisedDataset
 from ..model.assemble import VisionSpec, assemble_llava, is_llava_checkpoint, load_projector
 from ..model.builder import llava_class
 from ..paths import TRAINING_ARGS_FILE
 from .arguments import DataArguments, ModelArguments, TrainingArguments
+from .checkpoints import TRAINER_STATE, find_resume_checkpoint, refuse_finished_run
 from .trainer import STAGING, LLaVATrainer, training_args_json
 
 LOG = transformers.utils.logging.get_logger(__name__)
@@ -251,17 +250,6 @@ def setup_data(processor, data_args, training_args):
     return dataset, collator, dummy
 
 
-def find_resume_checkpoint(training_args) -> str | None:
-    """``--resume_from_checkpoint``, else (``--auto_resume``) the newest ``checkpoint-N`` in output_dir."""
-    if training_args.resume_from_checkpoint:
-        if not Path(training_args.resume_from_checkpoint).is_dir():
-            raise FileNotFoundError(f"resume_from_checkpoint {training_args.resume_from_checkpoint} does not exist")
-        return training_args.resume_from_checkpoint
-    if training_args.auto_resume and Path(training_args.output_dir).is_dir():
-        return get_last_checkpoint(training_args.output_dir)
-    return None
-
-
 def save_final(trainer: LLaVATrainer, processor, training_args) -> None:
     """Save the trained model to output_dir in transformers format, atomically (config.json last).
 
@@ -281,6 +269,7 @@ def save_final(trainer: LLaVATrainer, processor, training_args) -> None:
     trainer.save_extras(staged)
     if training_args.should_save:
         processor.save_pretrained(staged)
+        trainer.state.save_to_json(str(staged / TRAINER_STATE))  # where the run ended: a rerun knows it is finished
         publish(staged, out)
     trainer.accelerator.wait_for_everyone()
 
@@ -308,6 +297,8 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> LLaVAT
     if training_args.lora_enable and training_args.lora_merge and _zero_stage(training_args) == 3:
         raise ValueError("merging LoRA adapters after ZeRO-3 training is not supported: use configs/deepspeed/zero2.json "
                          "or --lora_merge false (the adapters are saved either way)")
+    resume = find_resume_checkpoint(training_args)
+    refuse_finished_run(training_args, resume)
     transformers.set_seed(training_args.seed)
     model, processor = setup_model(model_args, data_args, training_args)
     dataset, collator, dummy = setup_data(processor, data_args, training_args)
@@ -316,7 +307,6 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> LLaVAT
                            processing_class=processor, callbacks=callbacks, dummy_image=dummy,
                            extra_files={TRAINING_ARGS_FILE: args_text})
     trainer.clean_staging()
-    resume = find_resume_checkpoint(training_args)
     if resume and training_args.should_log:
         LOG.warning("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)

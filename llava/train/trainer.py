@@ -6,6 +6,9 @@
   projector in every step (ZeRO-3 gathers parameters per module call; DDP wants gradients);
 - atomic checkpoints: a checkpoint is written into ``output_dir/.staging/`` and renamed to
   ``checkpoint-N`` once every rank has finished, so a crash never leaves a checkpoint that loads half;
+- safe resume: a checkpoint carries a manifest of its files' hashes (written just before the
+  rename) and is resumed only when it matches; its files load with ``weights_only=True``
+  (:mod:`llava.train.checkpoints`);
 - the projector alone (``mm_projector.bin``, LLaVA's key names) in pretraining checkpoints.
 """
 
@@ -18,11 +21,12 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 from ..data.sampler import ModalityLengthGroupedSampler
 from ..model.assemble import gathered_parameters, projector_state_dict
 from ..model.pdrop_llava import PDropMixin
+from .checkpoints import UntrustedCheckpointError, safe_checkpoint_loads, verify_manifest, write_manifest
 
 STAGING = ".staging"
 PROJECTOR_FILE = "mm_projector.bin"
@@ -86,6 +90,30 @@ class LLaVATrainer(Trainer):
         return self.optimizer
 
     # ---------------------------------------------------------- checkpoints
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """Train; a checkpoint to resume must match its manifest and loads with ``weights_only=True``."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if not resume_from_checkpoint:
+            return super().train(None, *args, **kwargs)
+        self._verify_checkpoint(resume_from_checkpoint)
+        with safe_checkpoint_loads():
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _verify_checkpoint(self, folder: str) -> None:
+        """The main process checks the manifest (hashing is reading everything once); every rank gets the verdict."""
+        from accelerate.utils import broadcast_object_list
+
+        verdict = [None]
+        if self.accelerator.is_main_process:
+            try:
+                verify_manifest(folder)
+            except UntrustedCheckpointError as error:
+                verdict = [str(error)]
+        verdict = broadcast_object_list(verdict)
+        if verdict[0] is not None:
+            raise UntrustedCheckpointError(verdict[0])
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Resume the weights through ``from_pretrained``, which maps the saved key names back.
 
@@ -117,6 +145,7 @@ class LLaVATrainer(Trainer):
             self._staging = False
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
+            write_manifest(staged, self.state.global_step)
             if final.exists():  # a checkpoint of the same step from an earlier run
                 shutil.rmtree(final)
             staged.rename(final)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import CLIPVisionModel, LlavaForConditionalGeneration
 
 from llava.model import PDropLlavaForConditionalGeneration
@@ -97,3 +97,29 @@ def test_bad_source_is_refused(tmp_path):
     (src / "config.json").write_text(json.dumps(config))
     with pytest.raises(FileNotFoundError, match=r"no \*.safetensors or pytorch_model\*.bin"):
         convert_main(["--src", str(src), "--dst", str(tmp_path / "out3")])
+
+
+class Payload:
+    """Unpickling this calls ``open(marker, "w")``: the file appears only if pickled code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_pickled_weights_load_as_tensors_only(tmp_path, monkeypatch):
+    """torch < 2.6 loads with weights_only=False unless told; the environment variable makes 2.13 behave the same."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    model = tiny_model()
+    src, vision_dir = write_original_checkpoint(model, tmp_path)
+    torch.save(load_file(src / "model.safetensors"), src / "pytorch_model.bin")
+    (src / "model.safetensors").unlink()
+    convert_main(["--src", str(src), "--dst", str(tmp_path / "hf"), "--vision_tower", str(vision_dir)])
+    assert PDropLlavaForConditionalGeneration.from_pretrained(tmp_path / "hf").pdrop_config == model.pdrop_config
+    marker = tmp_path / "code-ran"
+    torch.save({"model.embed_tokens.weight": Payload(marker)}, src / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pytorch_model.bin holds more than tensors and loading it could run code"):
+        convert_main(["--src", str(src), "--dst", str(tmp_path / "hf2"), "--vision_tower", str(vision_dir)])
+    assert not marker.exists()
