@@ -38,7 +38,10 @@ def load_pyramid_config(name_or_path: str):
     """A coarse-to-fine config from ``configs/pyramid/NAME.json`` (or a JSON path) as a ``CoarseToFineConfig``."""
     from .pyramid.config import CoarseToFineConfig
 
-    data = dict(_load_named("pyramid", name_or_path))
+    try:
+        data = dict(_load_named("pyramid", name_or_path))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(str(err).replace("no pyrami config", "no pyramid config")) from None
     data.pop("description", None)
     return CoarseToFineConfig.from_dict(data)
 

@@ -33,7 +33,10 @@ from typing import Sequence
 
 import torch
 
-from ..pdrop.decoder import check_decoder_supported
+try:
+    from ..pdrop.support import check_decoder_supported
+except ImportError:  # llava.pdrop before the support module was split out of the decoder
+    from ..pdrop.decoder import check_decoder_supported
 from .config import CoarseToFineConfig
 from .focus import focus_scores
 from .geometry import Level, pyramid_applies, pyramid_levels, tile_box, tile_token_coords, tokens_per_tile_side

@@ -35,7 +35,8 @@ from .config import DEFAULT_MAX_IMAGE_PIXELS
 from .geometry import ceil_div
 
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-NEEDS_RGB_FIRST = ("1", "P", "PA")  # reduce() cannot average these (bilevel, palette indices)
+NEEDS_RGB_FIRST = ("1", "P", "PA", "RGBa", "La")  # reduce() cannot average these (palette indices, premultiplied)
+WITH_ALPHA = {"RGBA": "RGB", "LA": "L"}  # reduced channel by channel: reduce() would weight colour by alpha
 BAND_ROWS = 1024  # rows converted at once from 16 bits
 
 
@@ -109,7 +110,7 @@ class LargeImage:
         elif self._full is None and self.format == "JPEG" and self.path is not None:
             image = self._jpeg_draft(factor)
         else:
-            image = self._decoded().reduce(factor)
+            image = reduce_image(self._decoded(), factor)
         self._level_cache = (factor, image)
         return image
 
@@ -164,14 +165,24 @@ class LargeImage:
             image = reducible(image)
             if scale is None:  # a decoder that scaled otherwise: resize the rest of the way
                 return image.resize(target, Image.Resampling.BOX)
-            return image.reduce(factor // scale) if factor > scale else image.copy()
+            return reduce_image(image, factor // scale) if factor > scale else image.copy()
+
+
+def reduce_image(image: Image.Image, factor: int) -> Image.Image:
+    """``Image.reduce`` (box filter); images with alpha lose it first, one colour channel at a time
+    (so a full-size copy is never made, and transparent pixels keep their colour as ``convert`` does)."""
+    if image.mode in WITH_ALPHA:
+        bands = WITH_ALPHA[image.mode]
+        return Image.merge(bands, [image.getchannel(band).reduce(factor) for band in bands])
+    return image.reduce(factor)
 
 
 def reducible(image: Image.Image) -> Image.Image:
     """``image`` in a mode that ``Image.reduce`` averages correctly, 8 bits where the source has more.
 
     16-bit / 32-bit integer -> ``L`` (``v * 255 / 65535``, rounded, in bands of rows); palette and
-    bilevel -> RGB / L; every other mode is returned as is (converted per crop by :func:`to_rgb`).
+    bilevel, premultiplied -> RGB / L; every other mode is returned as is (converted per crop by
+    :func:`to_rgb`; alpha is dropped by :func:`reduce_image`).
     """
     if image.mode in SIXTEEN_BIT:
         return _sixteen_to_l(image)
