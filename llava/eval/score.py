@@ -12,6 +12,8 @@ Launch::
     python -m llava.eval.score --task vqav2 --answers playground/data/eval/vqav2/answers/run.jsonl \\
         --questions playground/data/eval/vqav2/llava_vqav2_mscoco_test2015.jsonl \\
         --submission playground/data/eval/vqav2/answers_upload/run.json      # test-dev: convert only
+    python -m llava.eval.score --task lrs_vqa --answers playground/data/eval/lrs_vqa/answers/run.jsonl \\
+        --annotations playground/data/eval/lrs_vqa/LRS_VQA_merged.jsonl     # the question file holds the answers
 """
 
 from __future__ import annotations

@@ -329,7 +329,7 @@ def test_mme_bad_line_names_file_and_line(tmp_path):
 # ------------------------------------------------------------------ registry and CLI
 
 def test_registry_names():
-    assert set(TASKS) == {"vqav2", "textvqa", "gqa", "pope", "mme", "sqa", "mmbench", "mmbench_cn", "seed"}
+    assert set(TASKS) == {"vqav2", "textvqa", "gqa", "pope", "mme", "sqa", "mmbench", "mmbench_cn", "seed", "lrs_vqa"}
     assert TASKS["mmbench_cn"].score is TASKS["mmbench"].score
     with pytest.raises(ValueError, match="unknown task 'vqa'"):
         get_task("vqa")

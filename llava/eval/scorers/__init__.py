@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import gqa, mmbench, mme, pope, scienceqa, seed, vqa
+from . import gqa, lrs_vqa, mmbench, mme, pope, scienceqa, seed, vqa
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ TASKS: dict[str, Task] = {
     "mmbench": Task(mmbench.score, mmbench.convert, "circular", "MMBench CircularEval accuracy (dev)"),
     "mmbench_cn": Task(mmbench.score, mmbench.convert, "circular", "MMBench-CN CircularEval accuracy (dev)"),
     "seed": Task(seed.score, None, "by_data_type.image", "SEED-Bench accuracy (image: SEED-I)"),
+    "lrs_vqa": Task(lrs_vqa.score, None, "oa", "LRS-VQA accuracy: OA / AA per source (FAIR, GLH-Bridge, STAR)"),
 }
 
 
