@@ -7,7 +7,7 @@ drop), and the FLOPs the schedule saves on the tiny model and on the paper's mod
 Launch::
 
     python -m llava.quicklook
-    python -m llava.quicklook --schedule tiny --batch_size 3 --max_new_tokens 8
+    python -m llava.quicklook --pdrop_schedule tiny --batch_size 3 --max_new_tokens 8
     python -m llava.quicklook --layer_list '[2]' --image_token_ratio_list '[0.25]'
 """
 
@@ -17,10 +17,12 @@ import argparse
 
 import torch
 
-from .bench.flops import add_schedule_args, flops_report, schedule_from_args
+from .bench.flops import flops_report
+from .model import enable_pdrop
 from .model.builder import build_random_llava
 from .paths import load_model_preset, load_schedule
-from .pdrop import enable_pdrop
+from .pdrop.args import add_schedule_args, schedule_from_args
+from .pdrop.flops import ModelShape
 
 PRESET = "tiny-llava"
 
@@ -47,16 +49,17 @@ def synthetic_prompts(preset: dict, batch_size: int, seed: int) -> dict[str, tor
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Tiny PyramidDrop demo on CPU (random weights).")
-    parser.add_argument("--schedule", default=None, help="a configs/schedules/ name (default: tiny)")
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--max_new_tokens", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
-    add_schedule_args(parser)
+    add_schedule_args(parser, no_pdrop=False)
     args = parser.parse_args(argv)
     preset = load_model_preset(PRESET)
     num_layers = preset["text_config"]["num_hidden_layers"]
-    custom = any(v is not None for v in (args.layer_list, args.image_token_ratio_list, args.lambda_, args.stages))
-    schedule = schedule_from_args(args, num_layers) if custom else load_schedule(args.schedule or "tiny")
+    try:
+        schedule = schedule_from_args(args, ModelShape.from_preset(preset), fallback=load_schedule("tiny"))
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
 
     model = build_random_llava(PRESET, schedule, seed=args.seed)
     batch = synthetic_prompts(preset, args.batch_size, args.seed)

@@ -13,42 +13,24 @@ Launch::
 
     python -m llava.bench.flops --preset llava-1.5-7b
     python -m llava.bench.flops --preset llava-next-7b --layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]'
-    python -m llava.bench.flops --preset llava-1.5-7b --lambda 0.5 --stages 4 --json
+    python -m llava.bench.flops --preset llava-1.5-7b --pdrop_lambda 0.5 --pdrop_stages 4 --json
+    python -m llava.bench.flops --preset llava-1.5-7b --pdrop_budget tokens=192      # solve lambda for a budget
+
+The arithmetic lives in :mod:`llava.pdrop.flops` (the schedule's budgets use it too).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from ..paths import load_model_preset
-from ..pdrop.schedule import METHODS, PDropConfig
+from ..pdrop.args import add_schedule_args, schedule_from_args
+from ..pdrop.flops import ModelShape, budget_figures, layer_flops, llm_flops, tokens_per_layer
+from ..pdrop.schedule import PDropConfig
 
-
-def layer_flops(n: int, hidden_size: int, intermediate_size: int) -> int:
-    """FLOPs of one decoder layer over ``n`` tokens (attention projections, attention, gated MLP)."""
-    d, m = hidden_size, intermediate_size
-    return 4 * n * d * d + 2 * n * n * d + 3 * n * d * m
-
-
-def tokens_per_layer(num_layers: int, image_tokens: int, text_tokens: int, schedule: PDropConfig | None) -> list[int]:
-    """Tokens each layer processes: text always, image ``floor(N0 * ratio)`` after each boundary."""
-    if schedule is None:
-        return [image_tokens + text_tokens] * num_layers
-    counts = []
-    for s, layers in enumerate(schedule.stage_layers(num_layers)):
-        images = image_tokens if s == 0 else math.floor(image_tokens * schedule.image_token_ratio_list[s - 1])
-        counts += [images + text_tokens] * len(layers)
-    return counts
-
-
-def llm_flops(num_layers: int, hidden_size: int, intermediate_size: int, image_tokens: int,
-              text_tokens: int = 0, schedule: PDropConfig | None = None) -> int:
-    """Total FLOPs of the language model's layers for one sample."""
-    return sum(layer_flops(n, hidden_size, intermediate_size)
-               for n in tokens_per_layer(num_layers, image_tokens, text_tokens, schedule))
+__all__ = ["FlopsReport", "flops_report", "layer_flops", "llm_flops", "main", "tokens_per_layer"]
 
 
 @dataclass
@@ -97,49 +79,9 @@ def flops_report(preset: str, schedule: PDropConfig, image_tokens: int | None = 
                        tera(0, None), tera(0, schedule), tera(texts, None), tera(texts, schedule))
 
 
-def add_schedule_args(parser: argparse.ArgumentParser) -> None:
-    """The PyramidDrop flags shared by every command line: explicit lists or the lambda shorthand."""
-    parser.add_argument("--layer_list", help="stage boundaries as a JSON list, e.g. '[8,16,24]'")
-    parser.add_argument("--image_token_ratio_list", help="kept image-token ratios, e.g. '[0.5,0.25,0.125]'")
-    parser.add_argument("--lambda", dest="lambda_", type=float, help="shorthand: ratio lambda**s after boundary s")
-    parser.add_argument("--stages", type=int, help="shorthand: number of equal stages (with --lambda)")
-    parser.add_argument("--position_mode", default="compact", choices=["compact", "original"])
-    parser.add_argument("--drop_method", default="pdrop", choices=list(METHODS),
-                        help="how image tokens are ranked: pdrop (next layer), fastv (last layer run), random")
-    parser.add_argument("--drop_seed", type=int, default=0, help="seed of --drop_method random")
-
-
-def schedule_from_args(args: argparse.Namespace, num_hidden_layers: int) -> PDropConfig:
-    """Build the schedule from :func:`add_schedule_args` flags; the paper's default when none are given."""
-    explicit = args.layer_list is not None or args.image_token_ratio_list is not None
-    shorthand = args.lambda_ is not None or args.stages is not None
-    if explicit and shorthand:
-        raise ValueError("give either --layer_list/--image_token_ratio_list or --lambda/--stages, not both")
-    if explicit:
-        if args.layer_list is None or args.image_token_ratio_list is None:
-            raise ValueError("--layer_list and --image_token_ratio_list must be given together")
-        schedule = PDropConfig.from_strings(args.layer_list, args.image_token_ratio_list, args.position_mode)
-    else:
-        lambda_ = 0.5 if args.lambda_ is None else args.lambda_
-        schedule = PDropConfig.from_lambda(lambda_, 4 if args.stages is None else args.stages, num_hidden_layers,
-                                           args.position_mode)
-    return replace(schedule, method=getattr(args, "drop_method", "pdrop"), seed=getattr(args, "drop_seed", 0))
-
-
-def resolve_schedule(args: argparse.Namespace, saved: PDropConfig | None, num_hidden_layers: int) -> PDropConfig | None:
-    """What a command that loads a checkpoint runs: the flags' schedule if they give one, else the saved one.
-
-    ``--drop_method``/``--drop_seed`` alone switch the ranking of the saved schedule (an error without one).
-    """
-    if any(getattr(args, name) is not None for name in ("layer_list", "image_token_ratio_list", "lambda_", "stages")):
-        return schedule_from_args(args, num_hidden_layers)
-    changes = {key: value for key, value, default in (
-        ("method", getattr(args, "drop_method", "pdrop"), "pdrop"), ("seed", getattr(args, "drop_seed", 0), 0),
-        ("position_mode", args.position_mode, "compact")) if value != default}
-    if changes and saved is None:
-        raise ValueError(f"{sorted(changes)} change a schedule, but the checkpoint has none: pass --layer_list and "
-                         "--image_token_ratio_list (or --lambda)")
-    return replace(saved, **changes) if changes else saved
+def default_schedule(num_layers: int) -> PDropConfig:
+    """The paper's shorthand (lambda 0.5, 4 stages) on ``num_layers`` layers."""
+    return PDropConfig.from_lambda(0.5, 4, num_layers)
 
 
 def main(argv: list[str] | None = None) -> FlopsReport:
@@ -148,17 +90,24 @@ def main(argv: list[str] | None = None) -> FlopsReport:
     parser.add_argument("--image_tokens", type=int, help="override the preset's image tokens per sample")
     parser.add_argument("--text_tokens", type=int, help="override the preset's text tokens per sample")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_schedule_args(parser)
+    add_schedule_args(parser, no_pdrop=False)
     args = parser.parse_args(argv)
     try:
-        num_layers = load_model_preset(args.preset)["text_config"]["num_hidden_layers"]
-        report = flops_report(args.preset, schedule_from_args(args, num_layers), args.image_tokens, args.text_tokens)
+        spec = load_model_preset(args.preset)
+        shape = ModelShape.from_preset(spec)
+        if args.image_tokens is not None:
+            shape = ModelShape(shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size, args.image_tokens)
+        schedule = schedule_from_args(args, shape, default_schedule(shape.num_hidden_layers))
+        report = flops_report(args.preset, schedule, args.image_tokens, args.text_tokens)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
+    figures = budget_figures(schedule, shape)
     if args.json:
-        print(json.dumps({**asdict(report), "paper_ratio": report.paper_ratio, "full_ratio": report.full_ratio}, indent=2))
+        print(json.dumps({**asdict(report), "paper_ratio": report.paper_ratio, "full_ratio": report.full_ratio,
+                          "avg_image_tokens": figures["avg_image_tokens"]}, indent=2))
     else:
         print(report.table())
+        print(f"average image tokens per layer: {figures['avg_image_tokens']:.1f} of {shape.image_tokens}")
     return report
 
 

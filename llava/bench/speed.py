@@ -54,7 +54,9 @@ from ..model.builder import build_random_llava
 from ..paths import load_model_preset, load_schedule
 from ..pdrop.decoder import pdrop_decoder_forward
 from ..pdrop.schedule import PDropConfig
-from .flops import add_schedule_args, flops_report, resolve_schedule
+from ..pdrop.args import add_schedule_args, schedule_from_args
+from ..pdrop.flops import ModelShape
+from .flops import flops_report
 
 TASKS = ("prefill", "decode", "train", "train_ckpt")
 METHODS = ("none", "pdrop", "fastv")
@@ -570,7 +572,7 @@ def parse_settings(argv: list[str] | None) -> tuple[SpeedSettings, argparse.Name
     parser.add_argument("--fastv_ratio", type=float, default=0.5, help="FastV: fraction of image tokens dropped")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    add_schedule_args(parser)
+    add_schedule_args(parser, no_pdrop=False)
     args = parser.parse_args(argv)
     fields_ = {f.name for f in fields(SpeedSettings)} - {"methods", "tasks", "schedule"}
     settings = SpeedSettings(methods=_names(args.methods), tasks=_names(args.tasks),
@@ -584,9 +586,10 @@ def _check_settings(settings: SpeedSettings, args: argparse.Namespace) -> SpeedS
         raise ValueError("--batch_size, --train_batch_size, --max_new_tokens and --repeats must be >= 1, --warmup >= 0")
     if torch.device(settings.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {settings.device}: CUDA is not available on this machine")
-    num_layers = load_model_preset(settings.preset)["text_config"]["num_hidden_layers"]
+    spec = load_model_preset(settings.preset)
+    num_layers = spec["text_config"]["num_hidden_layers"]
     # the flags' schedule if they give one, else the default; --drop_method/--drop_seed switch its ranking
-    settings.schedule = resolve_schedule(args, default_schedule(settings.preset, num_layers), num_layers)
+    settings.schedule = schedule_from_args(args, ModelShape.from_preset(spec), default_schedule(settings.preset, num_layers))
     method_schedules(settings, num_layers)  # unknown methods, boundaries the model cannot have
     check_tasks(settings.tasks)
     return settings

@@ -10,8 +10,10 @@ lmms-eval finds the model through the ``lmms_eval.models`` entry point this pack
 Model arguments: ``pretrained`` (folder or Hub id), ``conv_mode`` (vicuna_v1), ``batch_size``,
 ``max_new_tokens`` (default 128), ``dtype``, ``device``, ``attn_implementation``, ``layer_list`` /
 ``image_token_ratio_list`` (lmms-eval splits ``--model_args`` on commas: write ``;`` inside the
-lists), ``drop_method`` (pdrop, fastv, random), ``no_pdrop``. Without schedule arguments the
-checkpoint's saved schedule applies. Generation tasks only (``generate_until``); prompts are built
+lists), and the other schedule flags of every command (``llava/pdrop/args.py``) by their names:
+``pdrop_schedule``, ``pdrop_lambda``, ``pdrop_stages``, ``pdrop_budget`` (``tokens:192``: lmms-eval
+splits on ``=``), ``pdrop_position_mode``, ``drop_method`` (pdrop, fastv, random), ``drop_seed``,
+``no_pdrop``. Without schedule arguments the checkpoint's saved schedule applies. Generation tasks only (``generate_until``); prompts are built
 by the same code as training and :mod:`llava.eval.run`.
 """
 
@@ -25,6 +27,7 @@ from .loading import default_aspect_ratio, load_for_eval
 from .run import Answerer
 
 MODEL_ID = "pdrop_llava"
+SCHEDULE_FIELDS = ("pdrop_schedule", "pdrop_lambda", "pdrop_stages", "pdrop_budget", "pdrop_position_mode", "drop_seed")
 
 
 def manifest():
@@ -40,14 +43,14 @@ class PDropLlavaLmms(lmms):
     def __init__(self, pretrained: str, conv_mode: str = "vicuna_v1", batch_size: int | str = 1,
                  max_new_tokens: int | str = 128, dtype: str = "float32", device: str | None = None,
                  attn_implementation: str = "sdpa", layer_list: str | None = None,
-                 image_token_ratio_list: str | None = None, drop_method: str = "pdrop", no_pdrop: bool | str = False,
-                 **unused):
+                 image_token_ratio_list: str | None = None, drop_method: str | None = None,
+                 no_pdrop: bool | str = False, **schedule):
         super().__init__()
         args = argparse.Namespace(
-            model_path=pretrained, dtype=dtype, device=device,
-            attn_implementation=attn_implementation, no_pdrop=str(no_pdrop).lower() in ("1", "true"),
-            layer_list=_list_arg(layer_list), image_token_ratio_list=_list_arg(image_token_ratio_list), lambda_=None,
-            stages=None, position_mode="compact", drop_method=drop_method, drop_seed=0,
+            model_path=pretrained, dtype=dtype, device=device, attn_implementation=attn_implementation,
+            no_pdrop=str(no_pdrop).lower() in ("1", "true"), layer_list=_list_arg(layer_list),
+            image_token_ratio_list=_list_arg(image_token_ratio_list), drop_method=drop_method,
+            **{name: schedule.get(name) for name in SCHEDULE_FIELDS if name in schedule},
         )
         self.model, self.processor = load_for_eval(args)
         self.answerer = Answerer(self.model, self.processor, conv_mode, None, default_aspect_ratio(self.model.config))

@@ -1,7 +1,7 @@
 """What every evaluation command shares: the model flags and loading a checkpoint with the schedule they ask for.
 
 Used by ``llava.eval.run``, ``llava.eval.infer``, ``llava.eval.pictures`` and the lmms-eval adapter.
-Without schedule flags the checkpoint's saved schedule applies (see ``llava.bench.flops.resolve_schedule``).
+Without schedule flags the checkpoint's saved schedule applies (the rules: ``llava.pdrop.args``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import argparse
 
 import torch
 
-from ..bench.flops import add_schedule_args, resolve_schedule
 from ..data.images import ASPECT_RATIOS
 from ..model.builder import load_llava
+from ..pdrop.args import add_schedule_args, schedule_arguments
+from ..pdrop.flops import ModelShape
 
 
 def add_model_args(parser: argparse.ArgumentParser, no_pdrop: bool = True) -> None:
@@ -24,19 +25,17 @@ def add_model_args(parser: argparse.ArgumentParser, no_pdrop: bool = True) -> No
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--attn_implementation", default="sdpa")
-    if no_pdrop:
-        parser.add_argument("--no_pdrop", action="store_true", help="turn off the checkpoint's saved schedule")
-    add_schedule_args(parser)
+    add_schedule_args(parser, no_pdrop=no_pdrop)
 
 
 def load_for_eval(args: argparse.Namespace):
     """The model (eval mode, on ``args.device``) with the schedule the flags resolve to, and its processor."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    flags = schedule_arguments(args)
+    saved = {} if flags.uses_fallback() else {"pdrop_config": None}  # a saved schedule the flags replace is not read
     model, processor = load_llava(args.model_path, dtype=getattr(torch, args.dtype), device=device,
-                                  attn_implementation=args.attn_implementation)
-    num_layers = model.config.get_text_config().num_hidden_layers
-    off = getattr(args, "no_pdrop", False)
-    model.set_pdrop_config(None if off else resolve_schedule(args, model.pdrop_config, num_layers))
+                                  attn_implementation=args.attn_implementation, **saved)
+    model.set_pdrop_config(flags.resolve(ModelShape.from_config(model.config), model.pdrop_config))
     return model, processor
 
 

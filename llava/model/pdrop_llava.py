@@ -4,19 +4,24 @@
 (LLaVA-NeXT, any resolution) share one forward (:class:`PDropMixin`): the image tokens of a sample
 form one pool, whatever they come from (several images, NeXT's base image, crops and newlines).
 
-The vision tower, projector, embedding merge and LM head are transformers' own; only the language
-model's forward is replaced by :func:`llava.pdrop.decoder.pdrop_decoder_forward`. The schedule lives
-in ``config.pdrop`` (a plain dict), so ``save_pretrained`` / ``from_pretrained`` round-trip it and
-the saved checkpoint is a standard ``llava`` checkpoint that stock transformers loads.
+The forward has the stock signature plus ``pdrop_query_mask``. With the schedule off it *is* the
+stock forward. With it on, the embeddings are merged with transformers' own helpers
+(``get_input_embeddings``, ``get_image_features``, ``get_placeholder_mask``) and the language model
+runs :func:`llava.pdrop.decoder.pdrop_decoder_forward` instead of its own forward; the LM head and
+loss are the stock ones. The schedule lives in ``config.pdrop`` (a plain dict), so
+``save_pretrained`` / ``from_pretrained`` round-trip it and the saved checkpoint is a standard
+``llava`` checkpoint that stock transformers loads.
 
 Outputs of a PyramidDrop forward cover the kept tokens only: ``logits`` is ``(B, m, V)`` with ``m``
 the longest sample after the last drop. Inference left-aligns padding (``logits[:, -1]`` is every
 sample's last token); training right-aligns it and computes the loss on the kept labels.
 ``model.pdrop_trace`` (a :class:`~llava.pdrop.decoder.DropTrace`) tells which input positions were
-kept at every stage of the last prefill.
+kept at every stage of the last prefill (``pdrop_record_trace = False`` skips it, as training does).
 """
 
 from __future__ import annotations
+
+import contextvars
 
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
@@ -24,29 +29,40 @@ from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
 from transformers.models.llava_next.modeling_llava_next import LlavaNextCausalLMOutputWithPast
 
 from ..pdrop.cache import PDropCache
-from ..pdrop.decoder import DropTrace, check_decoder_supported, pdrop_decoder_forward
+from ..pdrop.decoder import DropTrace, pdrop_decoder_forward
 from ..pdrop.schedule import PDropConfig
+from ..pdrop.support import check_decoder_supported
+from .inputs import check_prefill_inputs, check_pixel_values, check_image_token_count
 
 _KEEP_SAVED = object()
+_LOADING = contextvars.ContextVar("pdrop_loading", default=False)  # from_pretrained defers a bad saved schedule
 
 
 class PDropMixin:
-    """What every PyramidDrop model class shares: schedule handling, generation checks, saving."""
+    """What every PyramidDrop model class shares: schedule handling, the forward, generation, saving."""
 
     pdrop_config: PDropConfig | None
     pdrop_trace: DropTrace | None
+    pdrop_record_trace: bool = True
     stock_class: type
     output_class: type
 
+    # ------------------------------------------------------------------ schedule
     def _init_pdrop(self) -> None:
+        self.pdrop_trace, self.pdrop_config, self._saved_pdrop_error = None, None, None
         saved = getattr(self.config, "pdrop", None)
-        self.pdrop_trace = None
-        self.pdrop_config = None
-        if saved:
-            self.set_pdrop_config(PDropConfig.from_dict(saved))
+        if saved is None:
+            return
+        try:
+            self.set_pdrop_config(PDropConfig.from_dict(saved, where="the checkpoint's config.pdrop"))
+        except ValueError as err:
+            if not _LOADING.get():
+                raise
+            self._saved_pdrop_error = err  # from_pretrained raises it unless a schedule is passed
 
     def set_pdrop_config(self, schedule: PDropConfig | dict | None) -> None:
         """Turn PyramidDrop on with ``schedule`` (validated against this model) or off with None."""
+        self._saved_pdrop_error = None
         if schedule is None:
             self.pdrop_config = None
             self.config.pdrop = None
@@ -63,23 +79,40 @@ class PDropMixin:
 
     @classmethod
     def from_pretrained(cls, *args, pdrop_config=_KEEP_SAVED, **kwargs):
-        """Load a checkpoint; its saved schedule is used unless ``pdrop_config`` is given (None turns it off)."""
-        model = super().from_pretrained(*args, **kwargs)
+        """Load a checkpoint; its saved schedule is used unless ``pdrop_config`` is given (None turns it off).
+
+        A saved schedule that is not valid is named in the error, and ``pdrop_config=`` (None included)
+        still loads the weights.
+        """
+        token = _LOADING.set(True)
+        try:
+            model = super().from_pretrained(*args, **kwargs)
+        finally:
+            _LOADING.reset(token)
         if pdrop_config is not _KEEP_SAVED:
             model.set_pdrop_config(pdrop_config)
+        elif model._saved_pdrop_error is not None:
+            raise ValueError(f"{model._saved_pdrop_error}; load with pdrop_config=None (command line: --no_pdrop) or "
+                             "pass a schedule to override it") from None
         return model
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as a standard checkpoint: ``architectures`` names the stock class, ``pdrop`` the schedule."""
-        super().save_pretrained(save_directory, *args, **kwargs)
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
+        """Save as a standard checkpoint: ``architectures`` names the stock class, ``pdrop`` the schedule.
+
+        ``push_to_hub=True`` uploads what was saved here (``repo_id``, ``commit_message``, ``private``,
+        ``token``, ``create_pr`` as in transformers), with the stock class named in the config.
+        """
+        hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "create_pr") if key in kwargs}
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if not self.should_save_on_this_rank(is_main_process):
+            return
         self.config.architectures = [self.stock_class.__name__]
         self.config.save_pretrained(save_directory)
+        if push_to_hub:
+            repo_id = hub.pop("repo_id", str(save_directory).rstrip("/").split("/")[-1])
+            self.push_to_hub(repo_id, token=kwargs.get("token"), **hub)
 
-    def generate(self, *args, **kwargs):
-        if self.pdrop_config is not None:
-            _check_generation_supported(self, kwargs)
-        return super().generate(*args, **kwargs)
-
+    # ------------------------------------------------------------------ forward
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -93,64 +126,92 @@ class PDropMixin:
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         image_sizes: torch.Tensor | None = None,
-        use_cache: bool | None = None,
         pdrop_query_mask: torch.Tensor | None = None,
-        dummy_image: dict[str, torch.Tensor] | None = None,
         **kwargs,
     ) -> LlavaCausalLMOutputWithPast:
-        """Stock signature plus two optional inputs.
-
-        ``pdrop_query_mask`` ``(B, n)`` bool: explicit query tokens for the ranking.
-        ``dummy_image``: for a training batch without images, ``{"pixel_values", "image_sizes"?}`` of one
-        image that runs through the vision tower and projector with zero weight in the output. Every
-        step then calls the same modules in the same order on every rank (ZeRO-3 gathers parameters
-        per module call) and the projector always gets a (zero) gradient (DDP). LLaVA's zero image.
-        """
-        if dummy_image is not None:
-            inputs_embeds, image_mask, image_features = merge_image_features(
-                self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy,
-                image_sizes, dummy_image=dummy_image)
-            input_ids = None
+        """The stock forward, plus ``pdrop_query_mask`` ``(B, n)`` bool: explicit query tokens for the ranking."""
+        check_pixel_values(self, pixel_values, image_sizes)
+        if past_key_values is None or past_key_values.get_seq_length() == 0:
+            check_prefill_inputs(self, input_ids, attention_mask, pixel_values, kwargs.get("mm_encoder_outputs"))
         if self.pdrop_config is None:
             if pdrop_query_mask is not None:
                 raise ValueError("pdrop_query_mask was given but PyramidDrop is off for this model")
-            if self.training and pixel_values is not None:
-                # same module order as a dummy-image batch (embeddings, vision, projector, then the
-                # language model): stock LLaVA would enter its inner model first, and ZeRO-3 ranks
-                # that disagree on the order stop with "disagreement on list contents"
-                inputs_embeds, _, _ = merge_image_features(
-                    self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy,
-                    image_sizes)
-                input_ids, pixel_values = None, None
             return super().forward(
                 input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                 position_ids=position_ids, past_key_values=past_key_values, inputs_embeds=inputs_embeds,
                 vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=vision_feature_select_strategy,
-                labels=labels, logits_to_keep=logits_to_keep, image_sizes=image_sizes, use_cache=use_cache, **kwargs,
+                labels=labels, logits_to_keep=logits_to_keep, image_sizes=image_sizes, **kwargs,
             )
-        if dummy_image is None:
-            inputs_embeds, image_mask, image_features = merge_image_features(
-                self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy,
-                image_sizes)
-        out = self._run_pdrop_language_model(inputs_embeds, image_mask, attention_mask, position_ids, past_key_values,
-                                             use_cache, labels, pdrop_query_mask, kwargs)
-        return _lm_head_and_loss(self, out, labels, logits_to_keep, image_features, kwargs)
-
-    def _run_pdrop_language_model(self, inputs_embeds, image_mask, attention_mask, position_ids, past_key_values,
-                                  use_cache, labels, pdrop_query_mask, kwargs):
+        inputs_embeds, image_mask, image_features = self.merge_inputs(
+            input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy, image_sizes,
+            kwargs.pop("mm_encoder_outputs", None))
         for flag in ("output_attentions", "output_hidden_states"):
             if kwargs.pop(flag, None):
                 raise ValueError(f"{flag}=True is not supported with PyramidDrop (layers see different lengths)")
+        use_cache = kwargs.pop("use_cache", None)
         if use_cache is None:
             use_cache = self.config.get_text_config().use_cache and not (self.training and labels is not None)
         out = pdrop_decoder_forward(
-            self.model.language_model, self.pdrop_config, inputs_embeds, image_mask,
-            attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
-            use_cache=use_cache, labels=labels, query_mask=pdrop_query_mask, **kwargs,
-        )
+            self.model.language_model, self.pdrop_config, inputs_embeds, image_mask, attention_mask=attention_mask,
+            position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache, labels=labels,
+            query_mask=pdrop_query_mask, trace=self.pdrop_record_trace, **kwargs)
         if out.trace is not None:
             self.pdrop_trace = out.trace
-        return out
+        return self._head_and_loss(out, labels, logits_to_keep, image_features, kwargs)
+
+    def merge_inputs(self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy,
+                     image_sizes, mm_encoder_outputs=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Embed the text and put the image features in the image-token slots, as transformers' LLaVA does.
+
+        Returns ``inputs_embeds`` ``(B, n, d)``, ``image_mask`` ``(B, n)`` bool and the features
+        ``(num_image_tokens, d)`` (None without images). ``mm_encoder_outputs={"image": ...}`` passes
+        features already computed (transformers' argument; the trainer uses it).
+        """
+        llava = self.model
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = llava.get_input_embeddings()(input_ids)
+        encoded = (mm_encoder_outputs or {}).get("image")
+        if encoded is None and pixel_values is not None and pixel_values.shape[0] > 0:
+            encoded = llava.get_image_features(
+                pixel_values=pixel_values, vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy, image_sizes=image_sizes, return_dict=True)
+        if encoded is None:  # no images: the placeholders (if any) still mark the pool, as transformers finds them
+            if input_ids is not None:
+                return inputs_embeds, input_ids == self.config.image_token_id, None
+            image_token = llava.get_input_embeddings()(torch.tensor(self.config.image_token_id, device=inputs_embeds.device))
+            return inputs_embeds, (inputs_embeds == image_token).all(dim=-1), None
+        features = torch.cat(list(encoded.pooler_output), dim=0).to(inputs_embeds.device, inputs_embeds.dtype)
+        if input_ids is not None:
+            num_images = len(image_sizes) if image_sizes is not None else len(encoded.pooler_output)
+            check_image_token_count(int((input_ids == self.config.image_token_id).sum()), features.shape[0], num_images)
+        placeholder = llava.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=features)
+        return inputs_embeds.masked_scatter(placeholder, features), placeholder[..., 0], features
+
+    def _head_and_loss(self, out, labels, logits_to_keep, image_features, kwargs):
+        hidden = out.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, torch.Tensor):
+            hidden = hidden[:, logits_to_keep]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            vocab_size = self.config.get_text_config().vocab_size
+            loss = self.loss_function(logits=logits, labels=out.labels, vocab_size=vocab_size, **kwargs)
+        return self.output_class(
+            loss=loss, logits=logits, past_key_values=out.past_key_values, image_hidden_states=image_features,
+        )
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, *args, **kwargs):
+        """Stock ``generate``; with PyramidDrop on, the KV cache is a :class:`PDropCache` made here."""
+        if self.pdrop_config is not None:
+            _check_generation_supported(self, kwargs)
+            if kwargs.get("past_key_values") is None and kwargs.get("use_cache", True):
+                kwargs["past_key_values"] = PDropCache(config=self.config.get_text_config())
+        return super().generate(*args, **kwargs)
 
 
 class PDropLlavaForConditionalGeneration(PDropMixin, LlavaForConditionalGeneration):
@@ -185,88 +246,6 @@ class PDropLlavaNextForConditionalGeneration(PDropMixin, LlavaNextForConditional
         self._init_pdrop()
 
 
-def merge_image_features(model, input_ids, inputs_embeds, pixel_values, vision_feature_layer,
-                         vision_feature_select_strategy, image_sizes, dummy_image=None):
-    """Embed the text and scatter the projected image features into the image-token slots.
-
-    Returns ``inputs_embeds`` ``(B, n, d)``, ``image_mask`` ``(B, n)`` bool and the features
-    ``(num_image_tokens, d)`` (None without images). Raises if the counts differ, stating both.
-    With ``dummy_image`` (and no ``pixel_values``), its features are added with weight zero.
-    """
-    llava = model.model
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("pass exactly one of input_ids or inputs_embeds")
-    if inputs_embeds is None:
-        inputs_embeds = llava.get_input_embeddings()(input_ids)
-        image_mask = input_ids == model.config.image_token_id
-    else:
-        image_token = llava.get_input_embeddings()(torch.tensor(model.config.image_token_id, device=inputs_embeds.device))
-        image_mask = (inputs_embeds == image_token).all(dim=-1)
-    if dummy_image is not None:
-        if pixel_values is not None or bool(image_mask.any()):
-            raise ValueError("dummy_image is only for batches without images, but this batch has images")
-        features = _image_features(model, dummy_image["pixel_values"], vision_feature_layer,
-                                   vision_feature_select_strategy, dummy_image.get("image_sizes"))
-        return inputs_embeds + 0.0 * features.sum().to(inputs_embeds.dtype), image_mask, None
-    if pixel_values is None or pixel_values.shape[0] == 0:
-        return inputs_embeds, image_mask, None
-    if isinstance(model, LlavaNextForConditionalGeneration):
-        check_image_sizes(pixel_values, image_sizes)
-    features = _image_features(model, pixel_values, vision_feature_layer, vision_feature_select_strategy, image_sizes)
-    features = features.to(inputs_embeds.device, inputs_embeds.dtype)
-    check_image_token_count(int(image_mask.sum()), features.shape[0], num_images=len(image_sizes) if image_sizes is not None
-                            else pixel_values.shape[0])
-    inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], features)
-    return inputs_embeds, image_mask, features
-
-
-def _image_features(model, pixel_values, vision_feature_layer, vision_feature_select_strategy, image_sizes):
-    """``(num_image_tokens, d)``: the projected features of all images, in order."""
-    features = model.model.get_image_features(
-        pixel_values=pixel_values, vision_feature_layer=vision_feature_layer,
-        vision_feature_select_strategy=vision_feature_select_strategy, image_sizes=image_sizes, return_dict=True,
-    ).pooler_output
-    return torch.cat(list(features), dim=0)
-
-
-def check_image_token_count(num_tokens: int, num_features: int, num_images: int) -> None:
-    if num_tokens != num_features:
-        raise ValueError(
-            f"image-token count mismatch: the input holds {num_tokens} image tokens but the {num_images} image(s) "
-            f"give {num_features} feature vectors (the processor must expand each <image> to one token per "
-            "feature, and every <image> needs its image)"
-        )
-
-
-def check_image_sizes(pixel_values: torch.Tensor, image_sizes: torch.Tensor | None) -> None:
-    """LLaVA-NeXT needs one ``(height, width)`` per image to unpad its crops."""
-    if image_sizes is None:
-        raise ValueError("LLaVA-NeXT needs image_sizes (num_images, 2) with pixel_values: the processor returns it")
-    sizes = torch.as_tensor(image_sizes)
-    if sizes.dim() != 2 or sizes.shape[1] != 2:
-        raise ValueError(f"image_sizes must have shape (num_images, 2), got {tuple(sizes.shape)}")
-    if pixel_values.dim() == 5 and sizes.shape[0] != pixel_values.shape[0]:
-        raise ValueError(f"image_sizes has {sizes.shape[0]} rows but pixel_values holds {pixel_values.shape[0]} images")
-    if bool((sizes <= 0).any()):
-        raise ValueError(f"image_sizes must be positive (height, width) pairs, got {sizes.tolist()}")
-
-
-def _lm_head_and_loss(model, out, labels, logits_to_keep, image_features, kwargs):
-    hidden = out.last_hidden_state
-    if isinstance(logits_to_keep, int) and logits_to_keep:
-        hidden = hidden[:, -logits_to_keep:]
-    elif isinstance(logits_to_keep, torch.Tensor):
-        hidden = hidden[:, logits_to_keep]
-    logits = model.lm_head(hidden)
-    loss = None
-    if labels is not None:
-        vocab_size = model.config.get_text_config().vocab_size
-        loss = model.loss_function(logits=logits, labels=out.labels, vocab_size=vocab_size, **kwargs)
-    return model.output_class(
-        loss=loss, logits=logits, past_key_values=out.past_key_values, image_hidden_states=image_features,
-    )
-
-
 def _check_generation_supported(model, kwargs) -> None:
     config = kwargs.get("generation_config") or model.generation_config
     cache_impl = kwargs.get("cache_implementation", getattr(config, "cache_implementation", None))
@@ -280,6 +259,7 @@ def _check_generation_supported(model, kwargs) -> None:
         if cache.get_seq_length() > 0 or type(cache).__name__ != "DynamicCache":
             raise ValueError(f"past_key_values of type {type(cache).__name__} is not supported with PyramidDrop; "
                              "pass none (or an empty PDropCache)")
+        kwargs.pop("past_key_values")  # an empty plain cache: generate gets a PDropCache instead
     for name in ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit"):
         if kwargs.get(name) is not None or getattr(config, name, None) is not None:
             raise ValueError(f"{name} (assisted decoding) is not supported with PyramidDrop: it crops the cache")

@@ -1,18 +1,22 @@
 """The stage-wise decoder forward of PyramidDrop over a transformers decoder (Llama, Mistral, Qwen2).
 
-``pdrop_decoder_forward`` replaces ``LlamaModel.forward`` (same embeddings, layers, norm, rotary
-embedding, mask builder; nothing copied from transformers) with this loop::
+It replaces ``LlamaModel.forward`` (same embeddings, layers, norm, rotary embedding, mask builder;
+nothing copied from transformers) with two loops over the stages that share :func:`run_stage`::
 
-    for each stage s (layers between two boundaries):
-        if s > 0 and prefill:  rank image tokens with layer[start_s]'s q/k, keep the top
-                               floor(N0 * ratio), compact hidden states / masks / labels / positions
-        if s > 0 and decode:   extend stage s's kept-token mask, shift positions (compact mode)
-        causal mask for stage s  (2D mask of the stage's tokens, cache layer start_s)
-        run the stage's layers
+    prefill(...)       # the cache is empty: rank and drop at every boundary
+        for each stage s:
+            if s > 0: rank image tokens with layer[start_s]'s q/k, keep floor(N0 * ratio),
+                      compact hidden states / masks / labels / positions      (drop_at_boundary)
+            run_stage(layers of s, the stage's causal mask and rotary embedding)
 
-A prefill is a forward whose cache is empty (or absent): only it drops. Later forwards (decode
-steps) append to every stage and never drop; tokens they carry are text (images enter at prefill). With all ratios 1.0 nothing is compacted and the
-computation is exactly the stock decoder's.
+    decode_step(...)   # the cache holds a prompt: new (text) tokens, never a drop
+        every stage's mask and rotary embedding from the cache's stage state, in one go
+        for each stage s: run_stage(layers of s)
+
+Every shape and keep count of a prefill follows from a few numbers per sample (real tokens, image
+tokens N0, whether it has queries), read from the device once into a :class:`KeepPlan`; the drops
+themselves never wait for the device. With all ratios 1.0 nothing is compacted and the computation
+is exactly the stock decoder's.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ from torch import nn
 from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 
-from .cache import PDropCache, StageCacheState
+from .cache import PDropCache, StageCacheState, decode_stage_inputs
 from .keep import TokenSequence, select_image_tokens
-from .ranking import image_token_scores, inference_query_mask, query_slots, training_query_mask
-from .schedule import PDropConfig
-
-REQUIRED_LAYER_PARTS = ("input_layernorm", "self_attn", "self_attn.q_proj", "self_attn.k_proj", "self_attn.head_dim")
+from .ranking import (image_token_scores, inference_query_mask, query_slots, random_keys, random_scores,
+                      training_query_mask)
+from .schedule import PDropConfig, kept_image_tokens
+from .support import check_window_not_binding
 
 
 @dataclass
@@ -51,6 +55,10 @@ class DropTrace:
     def num_stages(self) -> int:
         return len(self.stage_source_index)
 
+    def record(self, seq: TokenSequence) -> None:
+        self.stage_source_index.append(seq.source_index)
+        self.stage_image_mask.append(seq.image_mask)
+
     def kept_image_positions(self, stage: int) -> list[torch.Tensor]:
         """Per sample, the sorted input positions of the image tokens present in ``stage``."""
         index, images = self.stage_source_index[stage], self.stage_image_mask[stage]
@@ -70,60 +78,69 @@ class PDropDecoderOutput:
     last_hidden_state: torch.Tensor  # (B, m_last, d)
     past_key_values: Cache | None
     labels: torch.Tensor | None  # (B, m_last), kept in sync with last_hidden_state
-    trace: DropTrace | None  # None for decode steps
+    trace: DropTrace | None  # None for decode steps and when no trace was asked for
 
 
-def check_decoder_supported(decoder: nn.Module) -> None:
-    """Refuse a decoder whose layers lack what the ranking and the loop use, naming what is missing."""
-    missing = [name for name in ("embed_tokens", "layers", "norm", "rotary_emb") if not hasattr(decoder, name)]
-    layer = decoder.layers[0] if hasattr(decoder, "layers") and len(decoder.layers) else None
-    if layer is not None:
-        for path in REQUIRED_LAYER_PARTS:
-            obj = layer
-            for part in path.split("."):
-                obj = getattr(obj, part, None)
-            if obj is None:
-                missing.append(f"layers[i].{path}")
-        attn = getattr(layer, "self_attn", None)
-        for extra in ("q_norm", "k_norm"):
-            if getattr(attn, extra, None) is not None:
-                missing.append(f"support for self_attn.{extra} (not implemented in the ranking)")
-    if missing:
-        raise ValueError(f"PyramidDrop does not support the decoder {type(decoder).__name__}: missing {missing}")
-    _check_no_active_sliding_window(decoder)
+@dataclass
+class KeepPlan:
+    """The host-side arithmetic of a prefill's drops, from per-sample counts read once.
 
-
-def _check_no_active_sliding_window(decoder: nn.Module) -> None:
-    """Sliding-window attention (Mistral, some Qwen2) is refused unless the window can never bind.
-
-    The stage loop builds full causal masks; a window shorter than the longest sequence would
-    need a sliding mask over the compacted tokens, which this implementation does not do.
+    ``kept[b][i]``: image tokens sample ``i`` holds after boundary ``b`` (``floor(N0 x ratio)``, or all
+    it has when it has no query); ``length[b]``: the longest sample after it; ``drops[b]``: whether any
+    sample loses a token there. A sample's queries can only merge, never appear, as tokens drop, so
+    the query count at the input bounds every boundary's (``query_slots``).
     """
-    config = decoder.config
-    window = getattr(config, "sliding_window", None)
-    sliding_layers = "sliding_attention" in (getattr(config, "layer_types", None) or [])
-    max_positions = getattr(config, "max_position_embeddings", None)
-    if (window is not None or sliding_layers) and (window is None or max_positions is None or window < max_positions):
-        raise ValueError(
-            f"PyramidDrop does not support sliding-window attention in {type(decoder).__name__} "
-            f"(sliding_window={window}, max_position_embeddings={max_positions}): set text_config.sliding_window=None "
-            "(exact while every sequence is shorter than the window) or use a full-attention model"
-        )
+
+    real: list[int]
+    n0: list[int]
+    has_query: list[bool]
+    query_slots: int
+    width: int  # slots per sample at the input (n)
+    kept: list[list[int]] = field(default_factory=list)
+    length: list[int] = field(default_factory=list)
+    drops: list[bool] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, seq: TokenSequence, queries: torch.Tensor, schedule: PDropConfig) -> "KeepPlan":
+        counts = torch.stack([seq.attention_mask.sum(1), seq.image_mask.sum(1), queries.sum(1)]).tolist()
+        if seq.query_override is not None and bool((seq.query_override & seq.image_mask).any()):
+            raise ValueError("pdrop_query_mask marks image tokens: queries must be text tokens (they are never dropped)")
+        plan = cls(counts[0], counts[1], [q > 0 for q in counts[2]], max(max(counts[2], default=1), 1),
+                   seq.attention_mask.shape[1])
+        present = list(plan.n0)
+        for ratio in schedule.image_token_ratio_list:
+            kept = [min(kept_image_tokens(n0, ratio), p) if q else p
+                    for n0, p, q in zip(plan.n0, present, plan.has_query)]
+            plan.kept.append(kept)
+            plan.length.append(max((r - n0 + k for r, n0, k in zip(plan.real, plan.n0, kept)), default=0))
+            plan.drops.append(kept != present)
+            present = kept
+        return plan
+
+    def dropped_before(self, stage: int) -> bool:
+        """Whether stage ``stage`` runs on compacted tokens (some sample dropped at an earlier boundary)."""
+        return any(self.drops[:stage])
+
+    def has_padding(self, stage: int) -> bool:
+        """Whether some sample of stage ``stage`` is shorter than the batch's slots."""
+        if not self.dropped_before(stage):
+            return min(self.real, default=0) < self.width
+        kept = self.kept[stage - 1]
+        return any(r - n0 + k != self.length[stage - 1] for r, n0, k in zip(self.real, self.n0, kept))
+
+    def device_tensors(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(S-1, B)`` keep counts and ``(S, B)`` position offsets (image tokens dropped before each
+        stage), sent to ``device`` in one copy."""
+        offsets = [[0] * len(self.n0)] + [[n0 - k for n0, k in zip(self.n0, kept)] for kept in self.kept]
+        both = torch.tensor(self.kept + offsets, dtype=torch.long, device=device).view(-1, len(self.n0))
+        return both[:len(self.kept)], both[len(self.kept):]
 
 
-def pdrop_decoder_forward(
-    decoder: nn.Module,
-    schedule: PDropConfig,
-    inputs_embeds: torch.Tensor,
-    image_mask: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    position_ids: torch.Tensor | None = None,
-    past_key_values: Cache | None = None,
-    use_cache: bool = False,
-    labels: torch.Tensor | None = None,
-    query_mask: torch.Tensor | None = None,
-    **kwargs,
-) -> PDropDecoderOutput:
+def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embeds: torch.Tensor,
+                          image_mask: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                          position_ids: torch.Tensor | None = None, past_key_values: Cache | None = None,
+                          use_cache: bool = False, labels: torch.Tensor | None = None,
+                          query_mask: torch.Tensor | None = None, trace: bool = True, **kwargs) -> PDropDecoderOutput:
     """Run ``decoder`` (a ``LlamaModel``-like module) stage by stage with PyramidDrop.
 
     Args:
@@ -131,170 +148,155 @@ def pdrop_decoder_forward(
         image_mask: ``(B, n)`` bool, True at image tokens (one pool per sample).
         attention_mask: ``(B, past + n)`` 2D padding mask or None; 4D masks are refused.
         position_ids: ``(B or 1, n)`` or None (then ``past + arange(n)`` as the stock model).
+        past_key_values: a :class:`PDropCache` (empty: this is a prefill) or None (one is made if ``use_cache``).
         labels: ``(B, n)`` unshifted labels; given labels select the training queries and come back
             dropped in sync with the hidden states.
         query_mask: ``(B, n)`` bool, explicit query tokens (overrides the labels/last-token rule).
+        trace: keep a :class:`DropTrace` of the prefill (costs one gather per boundary).
     """
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError("PyramidDrop needs a 2D attention_mask (batch, sequence); got a 4D mask")
-    num_layers = decoder.config.num_hidden_layers
-    stages = schedule.stage_layers(num_layers)
+    if past_key_values is not None and not isinstance(past_key_values, PDropCache):
+        what = ("holds tokens but was not filled by a PyramidDrop prefill" if past_key_values.get_seq_length()
+                else "cannot hold PyramidDrop's stages")
+        raise ValueError(f"past_key_values of type {type(past_key_values).__name__} {what}: pass a PDropCache "
+                         "(model.generate makes one) or None")
     if use_cache and past_key_values is None:
         past_key_values = PDropCache(config=decoder.config)
-    is_prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-    if is_prefill and past_key_values is not None and not isinstance(past_key_values, PDropCache):
-        past_key_values = PDropCache(config=decoder.config)  # an empty plain cache cannot hold stage state
-    if not is_prefill:
-        _check_decode_cache(past_key_values, len(stages))
-
+    past = 0 if past_key_values is None else past_key_values.get_seq_length()
     batch, n, _ = inputs_embeds.shape
+    check_window_not_binding(decoder.config, past + n)
     if position_ids is None:
-        past = 0 if past_key_values is None else past_key_values.get_seq_length()
         position_ids = torch.arange(past, past + n, device=inputs_embeds.device)[None]
     position_ids = position_ids.expand(batch, -1)
-
-    hidden_states = inputs_embeds
-    if is_prefill:
-        seq = _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask)
-        trace = DropTrace(image_mask=image_mask, stage_source_index=[seq.source_index], stage_image_mask=[seq.image_mask])
-        n0 = seq.image_mask.sum(dim=1)  # the pool: image tokens under the attention mask
-        if past_key_values is not None:
-            past_key_values.stage_states = []
-        stage_mask, stage_positions, changed = attention_mask, position_ids, False
-        offsets = torch.zeros(batch, dtype=torch.long, device=inputs_embeds.device)
-    layer_kwargs = dict(past_key_values=past_key_values, use_cache=use_cache, **kwargs)
-
-    last_layer_input = None  # the input of the last layer run (FastV ranks with that layer's attention)
-    position_embeddings = None  # the previous stage's rotary embedding, set before any boundary
-    for s, layer_range in enumerate(stages):
-        if s > 0 and is_prefill:
-            seq.hidden_states = hidden_states
-            ranker = _Ranker(decoder.layers, layer_range.start, schedule, last_layer_input, position_embeddings)
-            seq, dropped = _drop_at_boundary(ranker, seq, schedule, s - 1, n0, labels is not None)
-            changed = changed or bool(dropped.any())
-            hidden_states = seq.hidden_states
-            stage_mask, stage_positions = (seq.attention_mask, seq.position_ids) if changed else (attention_mask, position_ids)
-            if schedule.position_mode == "compact":
-                offsets = offsets + dropped
-            trace.stage_source_index.append(seq.source_index)
-            trace.stage_image_mask.append(seq.image_mask)
-            if past_key_values is not None:
-                past_key_values.stage_states.append(StageCacheState(_as_bool_mask(seq.attention_mask), offsets.clone()))
-        elif s > 0:
-            stage_mask, stage_positions = _extend_stage(past_key_values.stage_states[s - 1], attention_mask, position_ids, n)
-            changed = True
-        elif not is_prefill:
-            stage_mask, stage_positions, changed = attention_mask, position_ids, False
-
-        causal_mask = create_causal_mask(
-            config=decoder.config,
-            inputs_embeds=hidden_states,
-            attention_mask=stage_mask,
-            past_key_values=past_key_values,
-            position_ids=stage_positions,
-            layer_idx=layer_range.start,
-        )
-        position_embeddings = decoder.rotary_emb(hidden_states, position_ids=stage_positions)
-        for layer in decoder.layers[layer_range.start : layer_range.stop]:
-            last_layer_input = hidden_states
-            hidden_states = layer(
-                hidden_states,
-                attention_mask=causal_mask,
-                position_embeddings=position_embeddings,
-                # after a drop the positions may have gaps; FlashAttention would read them as packed sequences
-                position_ids=None if changed else stage_positions,
-                **layer_kwargs,
-            )
-
-    return PDropDecoderOutput(
-        last_hidden_state=decoder.norm(hidden_states),
-        past_key_values=past_key_values,
-        labels=seq.labels if is_prefill else labels,
-        trace=trace if is_prefill else None,
-    )
+    if past > 0:
+        hidden = decode_step(decoder, schedule, inputs_embeds, attention_mask, position_ids, past_key_values,
+                             use_cache=use_cache, **kwargs)
+        return PDropDecoderOutput(decoder.norm(hidden), past_key_values, labels, None)
+    seq = _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask, trace)
+    seq, drop_trace = prefill(decoder, schedule, seq, attention_mask, position_ids, past_key_values,
+                              use_cache=use_cache, **kwargs)
+    return PDropDecoderOutput(decoder.norm(seq.hidden_states), past_key_values, seq.labels, drop_trace)
 
 
-def _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask) -> TokenSequence:
-    batch, n, _ = inputs_embeds.shape
-    real = torch.ones(batch, n, dtype=torch.bool, device=inputs_embeds.device) if attention_mask is None \
-        else _as_bool_mask(attention_mask[:, -n:])
-    source = torch.arange(n, device=inputs_embeds.device).expand(batch, -1)
-    return TokenSequence(
-        hidden_states=inputs_embeds,
-        attention_mask=real,
-        position_ids=position_ids,
-        image_mask=image_mask & real,
-        source_index=torch.where(real, source, -1),
-        labels=labels,
-        query_override=None if query_mask is None else query_mask.bool() & real,
-    )
+def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, attention_mask, position_ids,
+            cache: PDropCache | None, **layer_kwargs) -> tuple[TokenSequence, DropTrace | None]:
+    """The prompt through every stage, dropping at each boundary; fills ``cache``'s stage state."""
+    stages = schedule.stage_layers(decoder.config.num_hidden_layers)
+    training = seq.labels is not None
+    plan = KeepPlan.read(seq, _queries(seq), schedule)
+    keep_counts, offsets = plan.device_tensors(seq.hidden_states.device)
+    content_keys = (random_keys(seq.hidden_states, seq.attention_mask & ~seq.image_mask)
+                    if schedule.method == "random" else None)
+    trace = DropTrace(seq.image_mask) if seq.source_index is not None else None
+    if cache is not None:
+        cache.stage_states, cache.position_offsets = [], offsets if schedule.position_mode == "compact" else None
+    stage_input = rotary = None
+    for s, layers in enumerate(stages):
+        if s > 0:
+            ranking = _Ranking(decoder.layers, layers.start, schedule, stage_input, rotary, content_keys)
+            seq = drop_at_boundary(ranking, seq, plan, s - 1, keep_counts[s - 1], align_right=not training)
+            if cache is not None:
+                cache.stage_states.append(StageCacheState(seq.attention_mask, plan.has_padding(s)))
+        if trace is not None:
+            trace.record(seq)
+        compacted = plan.dropped_before(s)
+        mask, positions = (seq.attention_mask, seq.position_ids) if compacted else (attention_mask, position_ids)
+        causal_mask = create_causal_mask(config=decoder.config, inputs_embeds=seq.hidden_states, attention_mask=mask,
+                                         past_key_values=cache, position_ids=positions, layer_idx=layers.start)
+        rotary = decoder.rotary_emb(seq.hidden_states, position_ids=positions)
+        # after a drop the positions may have gaps; FlashAttention would read them as packed sequences
+        seq.hidden_states, stage_input = run_stage(decoder, layers, seq.hidden_states, causal_mask, rotary,
+                                                   None if compacted else positions, cache,
+                                                   keep_input=schedule.method == "fastv", **layer_kwargs)
+    return seq, trace
+
+
+def decode_step(decoder: nn.Module, schedule: PDropConfig, inputs_embeds: torch.Tensor, attention_mask,
+                position_ids: torch.Tensor, cache: PDropCache, **layer_kwargs) -> torch.Tensor:
+    """New tokens (text) through every stage against its cache; returns the last hidden states ``(B, t, d)``."""
+    stages = schedule.stage_layers(decoder.config.num_hidden_layers)
+    if len(cache.stage_states) != len(stages) - 1:
+        raise ValueError("past_key_values holds tokens but was not filled by a PyramidDrop prefill with this schedule "
+                         "(expected a PDropCache with one state per later stage)")
+    inputs = decode_stage_inputs(decoder, cache, [r.start for r in stages], inputs_embeds, attention_mask, position_ids)
+    hidden = inputs_embeds
+    for s, (layers, (causal_mask, rotary, positions)) in enumerate(zip(stages, inputs)):
+        hidden, _ = run_stage(decoder, layers, hidden, causal_mask, rotary, None if s else positions, cache,
+                              **layer_kwargs)
+    return hidden
+
+
+def run_stage(decoder: nn.Module, layers: range, hidden: torch.Tensor, causal_mask, rotary, position_ids,
+              cache: Cache | None, keep_input: bool = False, **layer_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``hidden`` ``(B, m, d)`` through ``decoder.layers[layers]``; also the last layer's input if ``keep_input``."""
+    last_input = None
+    for layer in decoder.layers[layers.start:layers.stop]:
+        if keep_input:
+            last_input = hidden
+        hidden = layer(hidden, attention_mask=causal_mask, position_embeddings=rotary, position_ids=position_ids,
+                       past_key_values=cache, **layer_kwargs)
+    return hidden, last_input
 
 
 @dataclass
-class _Ranker:
+class _Ranking:
     """Scores image tokens at a boundary by the schedule's method (see ``PDropConfig.method``)."""
 
     layers: nn.ModuleList
     next_index: int  # the first layer of the next stage
     schedule: PDropConfig
-    last_layer_input: torch.Tensor  # (B, m, d) what the previous layer (next_index - 1) received
-    position_embeddings: tuple[torch.Tensor, torch.Tensor]
+    stage_input: torch.Tensor | None  # FastV: (B, m, d) what the previous layer (next_index - 1) received
+    rotary: tuple[torch.Tensor, torch.Tensor]  # the stage's (cos, sin)
+    content_keys: torch.Tensor | None  # random: (B,) per-sample keys
 
     def scores(self, seq: TokenSequence, query_index, query_valid, boundary: int) -> torch.Tensor:
-        """``(B, m)`` float32, higher = kept first."""
+        """``(B, m)`` float32, non-negative, higher = kept first."""
         if self.schedule.method == "random":
-            device = seq.hidden_states.device
-            generator = torch.Generator(device=device).manual_seed(self.schedule.seed * 1000 + boundary)
-            return torch.rand(seq.image_mask.shape, generator=generator, device=device)
+            return random_scores(self.content_keys, seq.attention_mask, self.schedule.seed, boundary)
         if self.schedule.method == "fastv":
-            layer, hidden = self.layers[self.next_index - 1], self.last_layer_input
+            layer, hidden = self.layers[self.next_index - 1], self.stage_input
         else:
             layer, hidden = self.layers[self.next_index], seq.hidden_states
-        return image_token_scores(layer, hidden, self.position_embeddings, seq.attention_mask, query_index, query_valid)
+        return image_token_scores(layer, hidden, self.rotary, seq.attention_mask, query_index, query_valid)
 
 
-def _drop_at_boundary(ranker: _Ranker, seq: TokenSequence, schedule: PDropConfig, boundary: int, n0: torch.Tensor,
-                      training: bool) -> tuple[TokenSequence, torch.Tensor]:
-    """Rank and drop at one boundary. Returns the new sequence and image tokens dropped per sample ``(B,)``."""
-    if seq.query_override is not None:
-        queries = seq.query_override
-    elif seq.labels is not None:
-        queries = training_query_mask(seq.labels) & seq.attention_mask
-    else:
-        queries = inference_query_mask(seq.attention_mask)
-    present = seq.image_mask.sum(dim=1)
-    target = torch.floor(n0.double() * schedule.image_token_ratio_list[boundary]).long()
-    has_query = queries.any(dim=1)
-    target = torch.where(has_query, torch.minimum(target, present), present)  # no query: no drop here
-    query_index, query_valid = query_slots(queries)
-    # Scored even when nothing is dropped (e.g. a text-only batch): under ZeRO-3 every rank must call
+def drop_at_boundary(ranking: _Ranking, seq: TokenSequence, plan: KeepPlan, boundary: int, keep_counts: torch.Tensor,
+                     align_right: bool) -> TokenSequence:
+    """Rank and drop at one boundary (``keep_counts`` ``(B,)`` = ``plan.kept[boundary]`` on the device)."""
+    # Ranked even when nothing is dropped (e.g. a text-only batch): under ZeRO-3 every rank must call
     # the same modules in the same order, since each call gathers that module's parameters.
     with torch.profiler.record_function("pdrop/rank"):
-        scores = ranker.scores(seq, query_index, query_valid, boundary)
-    if bool((target >= present).all()):
-        return seq, torch.zeros_like(present)
+        query_index, query_valid = query_slots(_queries(seq), plan.query_slots)
+        scores = ranking.scores(seq, query_index, query_valid, boundary)
+    if not plan.drops[boundary]:
+        return seq
     with torch.profiler.record_function("pdrop/compact"):
-        keep = ~seq.image_mask | select_image_tokens(scores, seq.image_mask, target)
-        return seq.compact(keep, schedule.position_mode, align_right=not training)
+        kept = select_image_tokens(scores, seq.image_mask, keep_counts, max(plan.kept[boundary]))
+        return seq.compact(~seq.image_mask | kept, ranking.schedule.position_mode, align_right, plan.length[boundary])
 
 
-def _extend_stage(state: StageCacheState, attention_mask, position_ids, n: int):
-    """Decode step in stage ``s``: append the new tokens' mask columns and shift their positions."""
-    if attention_mask is None:
-        new_columns = torch.ones(state.attention_mask.shape[0], n, dtype=torch.bool, device=state.attention_mask.device)
-    else:
-        new_columns = _as_bool_mask(attention_mask[:, -n:])
-    state.attention_mask = torch.cat([state.attention_mask, new_columns], dim=1)
-    return state.attention_mask, position_ids - state.position_offset[:, None]
+def _queries(seq: TokenSequence) -> torch.Tensor:
+    """``(B, n)`` bool query tokens: the caller's, the tokens before answers (training), else the last token."""
+    if seq.query_override is not None:
+        return seq.query_override
+    if seq.labels is not None:
+        return training_query_mask(seq.labels) & seq.attention_mask
+    return inference_query_mask(seq.attention_mask)
 
 
-def _check_decode_cache(cache: Cache, num_stages: int) -> None:
-    if not isinstance(cache, PDropCache) or len(cache.stage_states) != num_stages - 1:
-        raise ValueError(
-            "past_key_values holds tokens but was not filled by a PyramidDrop prefill with this schedule "
-            "(expected a PDropCache with one state per later stage)"
-        )
-
-
-def _as_bool_mask(mask: torch.Tensor) -> torch.Tensor:
-    return mask if mask.dtype == torch.bool else mask != 0
+def _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask,
+                      trace: bool) -> TokenSequence:
+    batch, n, _ = inputs_embeds.shape
+    real = torch.ones(batch, n, dtype=torch.bool, device=inputs_embeds.device) if attention_mask is None \
+        else attention_mask[:, -n:].bool()
+    source = torch.arange(n, device=inputs_embeds.device).expand(batch, -1).masked_fill(~real, -1) if trace else None
+    return TokenSequence(
+        hidden_states=inputs_embeds,
+        attention_mask=real,
+        position_ids=position_ids,
+        image_mask=image_mask & real,
+        source_index=source,
+        labels=labels,
+        query_override=None if query_mask is None else query_mask.bool() & real,
+    )

@@ -7,6 +7,9 @@ order; input padding is removed and each sample is re-padded to ``m``: on the le
 (so the last slot is every sample's last token, where generation reads the logits and appends),
 on the right for training. :class:`TokenSequence` carries every per-token tensor through the
 drops so that hidden states, masks, labels and positions never fall out of sync.
+
+The callers know ``m`` and the keep counts on the host (see ``decoder.KeepPlan``), so nothing here
+reads a device value back; the optional arguments fall back to reading them for direct use.
 """
 
 from __future__ import annotations
@@ -18,39 +21,52 @@ import torch
 from .ranking import IGNORE_INDEX, gather_tokens
 
 
-def select_image_tokens(scores: torch.Tensor, image_mask: torch.Tensor, keep_counts: torch.Tensor) -> torch.Tensor:
+def select_image_tokens(scores: torch.Tensor, image_mask: torch.Tensor, keep_counts: torch.Tensor,
+                        max_keep: int | None = None) -> torch.Tensor:
     """The ``keep_counts[b]`` highest-scoring image tokens of each sample.
 
     Args:
-        scores: ``(B, n)`` float; image_mask: ``(B, n)`` bool; keep_counts: ``(B,)`` long.
+        scores: ``(B, n)`` float, non-negative (attention weights or uniform draws).
+        image_mask: ``(B, n)`` bool; keep_counts: ``(B,)`` long, each at most the sample's image tokens.
+        max_keep: ``keep_counts.max()`` if the caller knows it (read from the tensor when None).
     Returns:
-        ``(B, n)`` bool, True at kept image tokens. Ties go to the earlier token.
+        ``(B, n)`` bool, True at kept image tokens. Ties go to the earlier token: the score's float32
+        bits (order-preserving for non-negative floats) and the reversed position form one integer key.
     """
-    ranked = torch.where(image_mask, scores.float(), float("-inf"))
-    order = torch.argsort(ranked, dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return image_mask & (rank < keep_counts[:, None])
+    batch, n = scores.shape
+    if max_keep is None:
+        max_keep = int(keep_counts.max()) if batch else 0
+    max_keep = min(max_keep, n)
+    if max_keep == 0:
+        return torch.zeros_like(image_mask)
+    bits = scores.float().contiguous().view(torch.int32).long()
+    later_first = torch.arange(n - 1, -1, -1, device=scores.device)
+    key = (bits * n + later_first).masked_fill(~image_mask, -1)
+    top = key.topk(max_keep, dim=1).indices  # (B, max_keep), best first
+    chosen = torch.arange(max_keep, device=scores.device) < keep_counts[:, None]
+    return torch.zeros_like(image_mask).scatter_(1, top, chosen) & image_mask
 
 
-def compaction_index(keep: torch.Tensor, align_right: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def compaction_index(keep: torch.Tensor, align_right: bool, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each slot of the compacted batch comes from.
 
     Args:
         keep: ``(B, n)`` bool, tokens that survive (in order).
         align_right: put the padding on the left (inference) instead of the right (training).
+        length: ``m``, the most tokens any sample keeps (read from ``keep`` when None).
     Returns:
         ``index`` ``(B, m)`` long source positions (0 in padding slots) and ``valid`` ``(B, m)`` bool.
     """
     batch, n = keep.shape
     counts = keep.sum(dim=1)
-    m = int(counts.max()) if batch else 0
+    m = (int(counts.max()) if batch else 0) if length is None else length
     dest = keep.long().cumsum(dim=1) - 1
     if align_right:
         dest = dest + (m - counts)[:, None]
     dest = torch.where(keep, dest, m)  # dropped tokens go to a scratch column
     source = torch.arange(n, device=keep.device).expand(batch, -1)
-    index = torch.zeros(batch, m + 1, dtype=torch.long, device=keep.device).scatter_(1, dest, source)
-    valid = torch.zeros(batch, m + 1, dtype=torch.bool, device=keep.device).scatter_(1, dest, keep)
+    index = keep.new_zeros(batch, m + 1, dtype=torch.long).scatter_(1, dest, source)
+    valid = keep.new_zeros(batch, m + 1).scatter_(1, dest, keep)
     return index[:, :m], valid[:, :m]
 
 
@@ -67,7 +83,8 @@ class TokenSequence:
         attention_mask: ``(B, n)`` bool, True at real tokens.
         position_ids: ``(B, n)`` long, the position ids the current stage uses.
         image_mask: ``(B, n)`` bool, True at image tokens still present.
-        source_index: ``(B, n)`` long, the input position of each token (-1 in padding slots).
+        source_index: ``(B, n)`` long, the input position of each token (-1 in padding slots), or
+            None when no trace is kept (it is only read by :class:`~llava.pdrop.decoder.DropTrace`).
         labels: ``(B, n)`` long or None (training).
         query_override: ``(B, n)`` bool or None, explicit query tokens given by the caller.
     """
@@ -76,32 +93,32 @@ class TokenSequence:
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     image_mask: torch.Tensor
-    source_index: torch.Tensor
+    source_index: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     query_override: torch.Tensor | None = None
 
-    def compact(self, keep: torch.Tensor, position_mode: str, align_right: bool) -> tuple["TokenSequence", torch.Tensor]:
-        """Keep the tokens in ``keep`` ``(B, n)`` (padding is never kept), re-padded to the longest sample.
+    def compact(self, keep: torch.Tensor, position_mode: str, align_right: bool,
+                length: int | None = None) -> "TokenSequence":
+        """Keep the tokens in ``keep`` ``(B, n)`` (padding is never kept), re-padded to ``length`` slots.
 
-        Returns the new sequence and the number of image tokens each sample dropped ``(B,)``.
         In ``compact`` mode a kept token's position drops by the number of tokens removed before it,
-        which renumbers a sample's tokens 0..k-1 when its input positions were 0..n-1.
+        which renumbers a sample's tokens 0..k-1 when its input positions were 0..n-1. Padding slots
+        hold a copy of some real token's hidden state: they are masked everywhere they are read.
         """
         keep = keep & self.attention_mask
-        dropped = self.attention_mask & ~keep
-        index, valid = compaction_index(keep, align_right)
+        index, valid = compaction_index(keep, align_right, length)
         positions = self.position_ids
         if position_mode == "compact":
-            positions = positions - (dropped.long().cumsum(dim=1) - dropped.long())
+            dropped = (self.attention_mask & ~keep).long()
+            positions = positions - (dropped.cumsum(dim=1) - dropped)
         labels = _take(self.labels, index)
-        new = replace(
+        return replace(
             self,
-            hidden_states=_take(self.hidden_states, index) * valid[..., None].to(self.hidden_states.dtype),
+            hidden_states=_take(self.hidden_states, index),
             attention_mask=valid,
-            position_ids=torch.where(valid, _take(positions, index), 0),
+            position_ids=_take(positions, index).masked_fill(~valid, 0),
             image_mask=_take(self.image_mask, index) & valid,
-            source_index=torch.where(valid, _take(self.source_index, index), -1),
-            labels=None if labels is None else torch.where(valid, labels, IGNORE_INDEX),
+            source_index=None if self.source_index is None else _take(self.source_index, index).masked_fill(~valid, -1),
+            labels=None if labels is None else labels.masked_fill(~valid, IGNORE_INDEX),
             query_override=None if self.query_override is None else _take(self.query_override, index) & valid,
         )
-        return new, (dropped & self.image_mask).sum(dim=1)

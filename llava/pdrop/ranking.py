@@ -3,7 +3,7 @@
 Everything here is a plain tensor function; shapes use ``B`` batch, ``n`` current sequence length,
 ``Q`` query slots per sample (padded), ``H`` query heads, ``G`` key/value heads, ``D`` head dim.
 
-The rule (``shared/docs/pdrop-spec.md``): with the *next* decoder layer, ``x = input_layernorm(h)``,
+The rule (``docs/pdrop-spec.md``): with the *next* decoder layer, ``x = input_layernorm(h)``,
 ``q = q_proj(x)`` at the query positions only, ``k = k_proj(x)`` everywhere, rotary embedding at the
 current position ids, key heads repeated to the query heads; scores ``q k^T / sqrt(D)`` under the
 causal and padding masks, softmax over keys in float32, mean over heads, mean over the query
@@ -46,20 +46,24 @@ def inference_query_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions == last[:, None]
 
 
-def query_slots(query_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pack a boolean query mask into padded index slots.
+def query_slots(query_mask: torch.Tensor, num_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack a boolean query mask into padded index slots, without sorting.
 
     Args:
         query_mask: ``(B, n)`` bool.
+        num_slots: ``Q``, at least the most queries any sample has (read from the mask when None).
     Returns:
         ``index`` ``(B, Q)`` long positions of the queries in order (0 in empty slots) and
-        ``valid`` ``(B, Q)`` bool, with ``Q = max`` queries per sample (at least 1).
+        ``valid`` ``(B, Q)`` bool.
     """
-    counts = query_mask.sum(dim=1)
-    num_slots = max(int(counts.max()), 1) if counts.numel() else 1
-    order = torch.argsort((~query_mask).to(torch.int8), dim=1, stable=True)[:, :num_slots]
-    valid = torch.arange(num_slots, device=query_mask.device)[None, :] < counts[:, None]
-    return torch.where(valid, order, 0), valid
+    batch, n = query_mask.shape
+    if num_slots is None:
+        num_slots = max(int(query_mask.sum(dim=1).max()), 1) if query_mask.numel() else 1
+    slot = torch.where(query_mask, query_mask.long().cumsum(dim=1) - 1, num_slots)  # non-queries: a scratch slot
+    positions = torch.arange(n, device=query_mask.device).expand(batch, -1)
+    index = query_mask.new_zeros(batch, num_slots + 1, dtype=torch.long).scatter_(1, slot, positions)
+    valid = query_mask.new_zeros(batch, num_slots + 1).scatter_(1, slot, query_mask)
+    return index[:, :num_slots], valid[:, :num_slots]
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -96,18 +100,17 @@ def image_token_scores(
         key_mask: ``(B, n)`` bool, True at real (non-padding) tokens.
         query_index: ``(B, Q)`` query positions; ``query_valid``: ``(B, Q)`` which slots are real.
     Returns:
-        ``(B, n)`` float32: per token, the head-averaged softmax weight averaged over the valid
-        queries (0 for samples without queries). Callers read the image-token columns.
+        ``(B, n)`` float32, non-negative: per token, the head-averaged softmax weight averaged over
+        the valid queries (0 for samples without queries). Callers read the image-token columns.
     """
     attn = layer.self_attn
     batch, n, _ = hidden_states.shape
     head_dim = attn.head_dim
-    hidden_states = hidden_states.detach()
+    x = layer.input_layernorm(hidden_states.detach())  # row-wise: the query rows are gathered from it
     cos, sin = (t.expand(batch, -1, -1) for t in position_embeddings)
 
-    query_hidden = gather_tokens(hidden_states, query_index)  # (B, Q, d)
-    q = attn.q_proj(layer.input_layernorm(query_hidden)).view(batch, query_index.shape[1], -1, head_dim)
-    k = attn.k_proj(layer.input_layernorm(hidden_states)).view(batch, n, -1, head_dim)
+    q = attn.q_proj(gather_tokens(x, query_index)).view(batch, query_index.shape[1], -1, head_dim)
+    k = attn.k_proj(x).view(batch, n, -1, head_dim)
     q = apply_rotary(q.transpose(1, 2), gather_tokens(cos, query_index), gather_tokens(sin, query_index))
     k = apply_rotary(k.transpose(1, 2), cos, sin)
 
@@ -117,7 +120,50 @@ def image_token_scores(
 
     positions = torch.arange(n, device=hidden_states.device)
     allowed = key_mask[:, None, :] & (positions[None, None, :] <= query_index[:, :, None])  # (B, Q, n)
-    logits = logits.masked_fill(~allowed[:, None, None], float("-inf"))
-    probs = torch.softmax(logits, dim=-1).mean(dim=(1, 2))  # (B, Q, n)
-    probs = probs.nan_to_num(0.0) * query_valid[..., None]
+    # the lowest finite value, not -inf: a slot with no allowed key gives a finite row, zeroed below
+    logits = logits.masked_fill(~allowed[:, None, None], torch.finfo(torch.float32).min)
+    probs = torch.softmax(logits, dim=-1).mean(dim=(1, 2)) * query_valid[..., None]  # (B, Q, n)
     return probs.sum(dim=1) / query_valid.sum(dim=1).clamp(min=1)[:, None]
+
+
+# ---------------------------------------------------------------------------------------------- random baseline
+def _int64(value: int) -> int:
+    """``value`` modulo 2**64 as a signed int64 (tensor arithmetic wraps the same way)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# 64-bit mixing constants (splitmix64's and two odd multipliers)
+_MIX = (_int64(0xBF58476D1CE4E5B9), _int64(0x94D049BB133111EB))
+_STREAM = (_int64(0x9E3779B97F4A7C15), 0x2545F4914F6CDD1D, 0x5851F42D4C957F2D)
+
+
+def _mix64(x: torch.Tensor) -> torch.Tensor:
+    """The splitmix64 finaliser on int64 tensors (logical right shifts written as shift + mask)."""
+    x = x ^ ((x >> 30) & ((1 << 34) - 1))
+    x = x * _MIX[0]
+    x = x ^ ((x >> 27) & ((1 << 37) - 1))
+    x = x * _MIX[1]
+    return x ^ ((x >> 31) & ((1 << 33) - 1))
+
+
+def random_keys(inputs_embeds: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` int64: one key per sample from its content, the same whatever batch or padding it is in.
+
+    The key hashes the bits of the sample's text-token embeddings (exact copies of embedding rows)
+    with each token's rank among the sample's real tokens; integer sums are exact in any order.
+    Image features are left out: a vision tower's floats can differ with the batch size.
+    """
+    bits = inputs_embeds.detach().float().contiguous().view(torch.int32).long()  # (B, n, d)
+    coefficients = _mix64(torch.arange(1, bits.shape[-1] + 1, device=bits.device))
+    rank = text_mask.long().cumsum(dim=1)
+    per_token = _mix64((bits * coefficients).sum(dim=-1) + _mix64(rank))
+    return (per_token * text_mask).sum(dim=1)
+
+
+def random_scores(keys: torch.Tensor, attention_mask: torch.Tensor, seed: int, boundary: int) -> torch.Tensor:
+    """``(B, n)`` float32 uniform draws in [0, 1): a function of the sample's key, the token's rank among
+    its real tokens, ``seed`` and ``boundary`` only, so a sample's choice does not depend on its batch."""
+    rank = attention_mask.long().cumsum(dim=1)
+    x = _mix64(keys[:, None] * _STREAM[0] + rank * _STREAM[1] + _int64((seed * 1009 + boundary) * _STREAM[2]))
+    return ((x >> 40) & ((1 << 24) - 1)).float() / (1 << 24)

@@ -21,6 +21,10 @@ the queries, the keep counts, the compaction, the cache):
 * ``"random"``: a seeded random choice (``seed``) of the same number of tokens.
 
 Invalid schedules are refused at construction with a ``ValueError`` that names the field and value.
+
+:func:`kept_image_tokens` is the one place the rule ``floor(N0 * ratio)`` is written: the decoder,
+the schedule and the FLOPs count all call it. :meth:`PDropConfig.for_budget` solves the paper's
+``lambda`` for a target average image-token count or FLOPs ratio.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ from typing import Any, Sequence
 
 POSITION_MODES = ("compact", "original")
 METHODS = ("pdrop", "fastv", "random")
+KEYS = ("layer_list", "image_token_ratio_list", "position_mode", "method", "seed")
+
+
+def kept_image_tokens(n0: int, ratio: float) -> int:
+    """Image tokens a sample with ``n0`` input image tokens keeps at a boundary of ``ratio``: ``floor(n0 * ratio)``."""
+    return math.floor(n0 * ratio)
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,17 @@ class PDropConfig:
         return cls(tuple(layers), tuple(ratios), position_mode)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PDropConfig":
-        """Inverse of :meth:`to_dict` (what ``model.config.pdrop`` holds)."""
-        unknown = set(data) - {"layer_list", "image_token_ratio_list", "position_mode", "method", "seed"}
+    def from_dict(cls, data: dict[str, Any], where: str = "PyramidDrop config") -> "PDropConfig":
+        """Inverse of :meth:`to_dict` (what ``model.config.pdrop`` holds); ``where`` names the source in errors."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be a dict such as {{'layer_list': [8, 16, 24], 'image_token_ratio_list': "
+                             f"[0.5, 0.25, 0.125]}}, got {type(data).__name__} {data!r}")
+        unknown = set(data) - set(KEYS)
         if unknown:
-            raise ValueError(f"unknown PyramidDrop config keys: {sorted(unknown)}")
+            raise ValueError(f"unknown PyramidDrop config keys in {where}: {sorted(unknown)}")
+        missing = [key for key in KEYS[:2] if key not in data]
+        if missing:
+            raise ValueError(f"{where} lacks {missing} (a schedule needs layer_list and image_token_ratio_list)")
         return cls(
             layer_list=data["layer_list"],
             image_token_ratio_list=data["image_token_ratio_list"],
@@ -163,7 +179,26 @@ class PDropConfig:
 
     def keep_count(self, n0: int, boundary: int) -> int:
         """Image tokens a sample with ``n0`` input image tokens keeps after ``boundary`` (0-based)."""
-        return math.floor(n0 * self.image_token_ratio_list[boundary])
+        return kept_image_tokens(n0, self.image_token_ratio_list[boundary])
+
+    # ------------------------------------------------------------------ budgets
+    @classmethod
+    def for_budget(cls, *, avg_image_tokens: float | None = None, flops_ratio: float | None = None,
+                   num_hidden_layers: int, image_tokens: int, stages: int = 4, hidden_size: int | None = None,
+                   intermediate_size: int | None = None, position_mode: str = "compact") -> "PDropConfig":
+        """The paper's schedule (``stages`` equal stages, ratio ``lambda ** s``) whose cost meets a budget.
+
+        Give exactly one of ``avg_image_tokens`` (image tokens per layer, averaged over the layers, for a
+        sample of ``image_tokens`` input image tokens) or ``flops_ratio`` (the paper's image-token FLOPs
+        over no drop; needs ``hidden_size`` and ``intermediate_size``). The result is the largest
+        ``lambda`` (4 decimals) whose figure does not exceed the budget; :func:`budget_figures` states
+        what it achieves. A budget outside the reachable range (``lambda`` -> 0 .. 1) is refused with it.
+        """
+        from .flops import BudgetProblem  # the FLOPs count sits beside the schedule, one level down
+
+        problem = BudgetProblem.make(avg_image_tokens, flops_ratio, num_hidden_layers, image_tokens, stages,
+                                     hidden_size, intermediate_size)
+        return cls.from_lambda(problem.solve(), stages, num_hidden_layers, position_mode)
 
 
 def _as_layer_tuple(values: Sequence[int]) -> tuple[int, ...]:

@@ -2,6 +2,7 @@
 
 Three dataclasses parsed by ``transformers.HfArgumentParser``; a ``--config configs/train/NAME.json``
 file gives defaults that command-line flags override (see :func:`llava.train.train.parse_args`).
+The PyramidDrop schedule flags are :class:`llava.pdrop.args.ScheduleArguments`, shared with eval and bench.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from dataclasses import dataclass, field
 
 import transformers
 
-from ..paths import load_schedule
-from ..pdrop.schedule import PDropConfig
+from ..pdrop.args import ScheduleArguments
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(ScheduleArguments):
+    """The model to train; the schedule flags (``layer_list``, ``pdrop_schedule``, ...) come from
+    :class:`llava.pdrop.args.ScheduleArguments`, the same dialect as every other command."""
+
     model_name_or_path: str = field(metadata={"help": (
         "A language model (Hub id or local folder: the model is assembled from it, --vision_tower and a new "
         "projector) or a full LLaVA / LLaVA-NeXT checkpoint in transformers format (loaded as is).")})
@@ -34,34 +37,7 @@ class ModelArguments:
         "default: the vision size times 1x2, 2x1, 2x2, 3x1, 1x3.")})
     pretrain_mm_mlp_adapter: str | None = field(default=None, metadata={"help": (
         "mm_projector.bin / .safetensors written by the pretraining stage, loaded into the projector.")})
-    pdrop_schedule: str | None = field(default=None, metadata={"help": (
-        "A schedule from configs/schedules/ (name or JSON path), e.g. pdrop-default; --layer_list and "
-        "--image_token_ratio_list (or --pdrop_lambda) override it.")})
-    layer_list: str | None = field(default=None, metadata={"help": (
-        "PyramidDrop stage boundaries (layers run before each drop), e.g. '[8,16,24]'. Unset: no drop "
-        "unless the loaded checkpoint carries a schedule.")})
-    image_token_ratio_list: str | None = field(default=None, metadata={"help": (
-        "Fraction of the input image tokens kept after each boundary, e.g. '[0.5,0.25,0.125]'.")})
-    pdrop_lambda: float | None = field(default=None, metadata={"help": (
-        "Shorthand: keep lambda**s after stage s, boundaries evenly spaced (with --pdrop_stages).")})
-    pdrop_stages: int = field(default=4, metadata={"help": "Number of stages for --pdrop_lambda."})
-    pdrop_position_mode: str = field(default="compact", metadata={"help": (
-        "compact (renumber kept tokens, as the paper's code) or original (keep input positions).")})
-    no_pdrop: bool = field(default=False, metadata={"help": "Train without dropping even if the checkpoint has a schedule."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa or flash_attention_2."})
-
-    def pdrop_config(self, num_hidden_layers: int) -> PDropConfig | None:
-        """The schedule these flags ask for, None when they ask for none (then a checkpoint's own applies)."""
-        if self.pdrop_lambda is not None:
-            if self.layer_list or self.image_token_ratio_list:
-                raise ValueError("give either --pdrop_lambda or --layer_list/--image_token_ratio_list, not both")
-            return PDropConfig.from_lambda(self.pdrop_lambda, self.pdrop_stages, num_hidden_layers,
-                                           position_mode=self.pdrop_position_mode)
-        if self.layer_list is None and self.image_token_ratio_list is None:
-            return load_schedule(self.pdrop_schedule) if self.pdrop_schedule else None
-        if self.layer_list is None or self.image_token_ratio_list is None:
-            raise ValueError("--layer_list and --image_token_ratio_list go together")
-        return PDropConfig.from_strings(self.layer_list, self.image_token_ratio_list, self.pdrop_position_mode)
 
 
 @dataclass

@@ -27,6 +27,8 @@ from ..data import DataCollatorForSupervisedDataset, ImagePreprocessor, LazySupe
 from ..model.assemble import VisionSpec, assemble_llava, is_llava_checkpoint, load_projector
 from ..model.builder import llava_class
 from ..paths import TRAINING_ARGS_FILE
+from ..pdrop.args import add_deprecated_aliases
+from ..pdrop.flops import ModelShape
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .checkpoints import TRAINER_STATE, find_resume_checkpoint, refuse_finished_run
 from .trainer import STAGING, LLaVATrainer, training_args_json
@@ -46,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     defaults = load_train_config(config_path) if config_path else {}
     _prepare_cpu_processes(defaults, argv)
     parser = transformers.HfArgumentParser(DATACLASSES)
+    add_deprecated_aliases(parser)  # --lambda, --stages, --position_mode, --schedule (until 0.3)
     parser.set_defaults(**defaults)
     for action in parser._actions:  # a field given by the file is no longer required on the command line
         if action.dest in defaults:
@@ -111,10 +114,8 @@ def setup_model(model_args, data_args, training_args):
         raise ValueError(f"a LLaVA-NeXT model needs --image_aspect_ratio anyres, not {data_args.image_aspect_ratio!r}")
     if model_args.pretrain_mm_mlp_adapter:
         load_projector(model, model_args.pretrain_mm_mlp_adapter)
-    num_layers = model.config.get_text_config().num_hidden_layers
-    schedule = None if model_args.no_pdrop else model_args.pdrop_config(num_layers)
-    if schedule is not None or model_args.no_pdrop:
-        model.set_pdrop_config(schedule)
+    # the flags' schedule, or the loaded checkpoint's own (the rules: llava/pdrop/args.py)
+    model.set_pdrop_config(model_args.resolve(ModelShape.from_config(model.config), model.pdrop_config))
     if training_args.should_log:
         LOG.warning("PyramidDrop: %s", model.pdrop_config or "off")
     model.config.get_text_config().use_cache = False
@@ -126,9 +127,10 @@ def _load_or_assemble(model_args, training_args):
     dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
     quantization = _quantization_config(training_args, dtype)
     if is_llava_checkpoint(model_args.model_name_or_path):
+        saved = {} if model_args.uses_fallback() else {"pdrop_config": None}  # a replaced schedule is not read
         model = llava_class(model_args.model_name_or_path).from_pretrained(
             model_args.model_name_or_path, dtype=dtype, quantization_config=quantization,
-            attn_implementation=model_args.attn_implementation)
+            attn_implementation=model_args.attn_implementation, **saved)
         return model, transformers.AutoProcessor.from_pretrained(model_args.model_name_or_path)
     if not model_args.vision_tower:
         raise ValueError(f"{model_args.model_name_or_path} is a language model: pass --vision_tower to assemble a "

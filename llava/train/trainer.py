@@ -59,6 +59,8 @@ class LLaVATrainer(Trainer):
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.dummy_image = dummy_image
+        if isinstance(self._llava(self.model), PDropMixin):
+            self._llava(self.model).pdrop_record_trace = False  # the trace is for inspection, not training
         self.extra_files = extra_files or {}
 
     # ----------------------------------------------------------------- data
@@ -75,10 +77,13 @@ class LLaVATrainer(Trainer):
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         inputs.pop("ids", None)
-        if "pixel_values" not in inputs and self.dummy_image is not None:
-            device = inputs["input_ids"].device
-            inputs["dummy_image"] = {k: v.to(device) for k, v in self.dummy_image.items()}
+        inputs = encode_images(self._llava(model), inputs, self.dummy_image)
         return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def _llava(self, model):
+        """The LLaVA model under the DeepSpeed / DDP / PEFT wrappers."""
+        base = self.accelerator.unwrap_model(model)
+        return base.get_base_model() if hasattr(base, "get_base_model") else base
 
     # ------------------------------------------------------------ optimizer
     def create_optimizer(self, model=None):
@@ -176,6 +181,31 @@ class LLaVATrainer(Trainer):
         if self.args.should_save:
             shutil.rmtree(Path(self.args.output_dir) / STAGING, ignore_errors=True)
         self.accelerator.wait_for_everyone()
+
+
+def encode_images(llava, inputs: dict, dummy_image: dict | None) -> dict:
+    """Run the vision tower and projector of a training batch here, the same way for every batch.
+
+    The features reach the model as transformers' ``mm_encoder_outputs``. A batch without images
+    encodes ``dummy_image`` (a processed blank image) and passes a zero-length slice of its features
+    (LLaVA's own trick): nothing enters the sequence, the gradient through it is zero, but every
+    module runs. So every step of every rank calls the same modules in the same order, with
+    PyramidDrop on or off (ZeRO-3 gathers parameters per module call and checks that order across
+    ranks), and the projector always gets a gradient (DDP).
+    """
+    pixel_values, image_sizes = inputs.pop("pixel_values", None), inputs.pop("image_sizes", None)
+    text_only = pixel_values is None
+    if text_only:
+        if dummy_image is None:
+            return inputs
+        device = inputs["input_ids"].device
+        pixel_values = dummy_image["pixel_values"].to(device)
+        image_sizes = None if dummy_image.get("image_sizes") is None else dummy_image["image_sizes"].to(device)
+    encoded = llava.model.get_image_features(pixel_values=pixel_values, image_sizes=image_sizes, return_dict=True)
+    if text_only:
+        encoded.pooler_output = [torch.cat(list(encoded.pooler_output))[:0]]
+    inputs["mm_encoder_outputs"] = {"image": encoded}
+    return inputs
 
 
 def training_args_json(model_args, data_args, training_args) -> str:

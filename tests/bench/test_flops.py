@@ -54,19 +54,3 @@ def test_more_presets(preset, layers, capsys):
     report = main(["--preset", preset, "--json"])
     assert report.schedule["layer_list"] == [layers // 4, layers // 2, 3 * layers // 4]
     assert 0.4 < report.paper_ratio < 0.5
-
-
-def test_resolve_schedule_keeps_the_saved_one_unless_flags_change_it():
-    import argparse
-
-    from llava.bench.flops import add_schedule_args, resolve_schedule
-
-    parser = argparse.ArgumentParser()
-    add_schedule_args(parser)
-    saved = PDropConfig([8, 16, 24], [0.5, 0.25, 0.125])
-    assert resolve_schedule(parser.parse_args([]), saved, 32) == saved
-    assert resolve_schedule(parser.parse_args(["--drop_method", "random"]), saved, 32).method == "random"
-    assert resolve_schedule(parser.parse_args(["--position_mode", "original"]), saved, 32).position_mode == "original"
-    assert resolve_schedule(parser.parse_args(["--stages", "2"]), saved, 32).layer_list == (16,)
-    with pytest.raises(ValueError, match="checkpoint has none"):
-        resolve_schedule(parser.parse_args(["--drop_method", "fastv"]), None, 32)

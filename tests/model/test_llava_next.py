@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from llava.model import PDropLlavaNextForConditionalGeneration
-from llava.pdrop import PDropConfig, enable_pdrop
+from llava.model import PDropLlavaNextForConditionalGeneration, enable_pdrop
+from llava.pdrop import PDropConfig
 
 from ..conftest import Sample, make_batch, position_ids_for, preset_model
 from ..pdrop.reference import reference_forward

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from llava.pdrop import PDropConfig, enable_pdrop
+from llava.model import enable_pdrop
+from llava.pdrop import PDropConfig
 
 from ..conftest import N_IMAGE, TINY_SCHEDULE, Sample, make_batch, position_ids_for, preset_model, tiny_model
 from .reference import reference_forward
@@ -50,15 +51,40 @@ def test_backbone_generation_and_ratio_one(name):
         torch.testing.assert_close(ones(**batch).logits, stock(**batch).logits, rtol=0, atol=0)
 
 
+def _kept_by(model, batch):
+    with torch.no_grad():
+        model(**batch, position_ids=position_ids_for(batch["attention_mask"]))
+    return [[p.tolist() for p in model.pdrop_trace.kept_image_positions(s)] for s in range(4)]
+
+
 def test_qwen2_keeps_its_qk_biases_in_the_ranking():
     model = backbone_model("tiny-llava-qwen2")
-    assert model.model.language_model.layers[1].self_attn.q_proj.bias is not None
+    generator = torch.Generator().manual_seed(1)
+    for layer in model.model.language_model.layers:  # transformers initialises biases to zero
+        for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+            proj.bias.data = torch.randn(proj.bias.shape, generator=generator) * 2.0
+    batch = make_batch(SAMPLES[:2], "left")
+    batch.pop("labels")
+    kept = _kept_by(model, batch)
+    ref = reference_forward(model, TINY_SCHEDULE, batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+    assert kept == [[ref.kept[b][s].tolist() for b in range(2)] for s in range(4)]
+    for layer in model.model.language_model.layers:
+        for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+            proj.bias.data.zero_()
+    assert _kept_by(model, batch) != kept  # so the biases decide something here
 
 
-def test_active_sliding_window_is_refused():
-    with pytest.raises(ValueError, match=r"sliding-window attention in MistralModel \(sliding_window=64"):
-        backbone_model("tiny-llava-mistral", sliding_window=64)
-    backbone_model("tiny-llava-mistral", sliding_window=512)  # never binds: max_position_embeddings=512
+def test_sliding_window_is_refused_only_when_it_binds():
+    model = backbone_model("tiny-llava-mistral", sliding_window=24)  # 1 + 16 + 2 prompt tokens fit the window
+    short = make_batch([Sample([5], [6, 7])])
+    with torch.no_grad():
+        model(**short)
+    # the last new token is sampled, not fed back: 19 + 5 decoded tokens fill the window exactly
+    model.generate(**short, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    with pytest.raises(ValueError, match="holds 25 tokens, more than the sliding window of 24"):
+        model.generate(**short, max_new_tokens=7, do_sample=False, pad_token_id=0)
+    with pytest.raises(ValueError, match="holds 31 tokens, more than the sliding window of 24"):
+        model(**make_batch([Sample([5] * 5, [6] * 10)]))
 
 
 def test_several_images_form_one_pool():

@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from llava.pdrop import PDropConfig, enable_pdrop
+from llava.model import enable_pdrop
+from llava.pdrop import PDropConfig
 
 from ..conftest import N_IMAGE, TINY_SCHEDULE, Sample, make_batch, position_ids_for, tiny_model
 

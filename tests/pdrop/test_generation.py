@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from llava.pdrop import PDropCache, PDropConfig, enable_pdrop
+from llava.model import enable_pdrop
+from llava.pdrop import PDropCache, PDropConfig
 
 from ..conftest import Sample, make_batch, position_ids_for, tiny_model
 

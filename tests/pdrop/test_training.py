@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llava.pdrop import enable_pdrop
+from llava.model import enable_pdrop
 
 from ..conftest import N_IMAGE, Sample, make_batch, tiny_model
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .schedule import PDropConfig
+from ..pdrop.schedule import PDropConfig
+from .pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
 
-
-def _class_pairs() -> dict[type, type]:
-    from ..model.pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
-
-    return {cls.stock_class: cls for cls in (PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration)}
+PDROP_CLASSES = (PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration)
+STOCK_TO_PDROP = {cls.stock_class: cls for cls in PDROP_CLASSES}
 
 
 def enable_pdrop(model: nn.Module, config: PDropConfig | dict | None) -> nn.Module:
@@ -21,12 +19,10 @@ def enable_pdrop(model: nn.Module, config: PDropConfig | dict | None) -> nn.Modu
     schedule is written to ``model.config.pdrop`` so ``save_pretrained`` keeps it. ``None`` restores
     the stock class and forward. Raises ``ValueError`` if the schedule does not fit the model.
     """
-    pairs = _class_pairs()
-    pdrop_classes = set(pairs.values())
-    if type(model) in pairs:
+    if type(model) in STOCK_TO_PDROP:
         if config is None:
             return model
-        model.__class__ = pairs[type(model)]
+        model.__class__ = STOCK_TO_PDROP[type(model)]
         model._init_pdrop()
         try:
             model.set_pdrop_config(config)
@@ -34,12 +30,12 @@ def enable_pdrop(model: nn.Module, config: PDropConfig | dict | None) -> nn.Modu
             model.__class__ = model.stock_class
             raise
         return model
-    if not any(isinstance(model, cls) for cls in pdrop_classes):
-        supported = ", ".join(cls.__name__ for cls in pairs)
+    if not isinstance(model, PDROP_CLASSES):
+        supported = ", ".join(cls.__name__ for cls in STOCK_TO_PDROP)
         raise TypeError(f"enable_pdrop supports {supported}; got {type(model).__name__}")
     model.set_pdrop_config(config)
-    if config is None and type(model) in pdrop_classes:
-        for attr in ("pdrop_config", "pdrop_trace"):
+    if config is None and type(model) in PDROP_CLASSES:
+        for attr in ("pdrop_config", "pdrop_trace", "_saved_pdrop_error"):
             model.__dict__.pop(attr, None)
         model.__class__ = model.stock_class
     return model
