@@ -23,11 +23,11 @@ Configs: :class:`CoarseToFineConfig`, ``configs/pyramid/*.json`` (``llava.paths.
 
 from .config import CoarseToFineConfig
 from .driver import (CoarseToFineResult, LevelTrace, PyramidNotApplicable, check_model, coarse_to_fine,
-                     coarse_to_fine_batch, pack_inputs)
+                     coarse_to_fine_batch, pack_input_ids, pack_inputs)
 from .geometry import Level, pyramid_applies, pyramid_levels
 from .image_io import ImageReadError, LargeImage, open_image
 from .pixels import PixelNorm
 
 __all__ = ["CoarseToFineConfig", "CoarseToFineResult", "ImageReadError", "LargeImage", "Level", "LevelTrace",
            "PixelNorm", "PyramidNotApplicable", "check_model", "coarse_to_fine", "coarse_to_fine_batch",
-           "open_image", "pack_inputs", "pyramid_applies", "pyramid_levels"]
+           "open_image", "pack_input_ids", "pack_inputs", "pyramid_applies", "pyramid_levels"]

@@ -22,8 +22,8 @@ Example::
 
     config = CoarseToFineConfig(focus_layer=8)
     result = coarse_to_fine(model, "scene.tif", prefix_ids, question_ids, config, PixelNorm.from_processor(processor))
-    batch = pack_inputs(model, [result], [prefix_ids], [question_ids])
-    model.generate(inputs_embeds=batch["inputs_embeds"], attention_mask=batch["attention_mask"], max_new_tokens=32)
+    batch = pack_input_ids(model, [result], [prefix_ids], [question_ids], pad_token_id=tokenizer.pad_token_id)
+    model.generate(**batch, max_new_tokens=32)     # image tokens in input_ids, features in mm_encoder_outputs
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ from typing import Sequence
 
 import torch
 
-try:
-    from ..pdrop.support import check_decoder_supported
-except ImportError:  # llava.pdrop before the support module was split out of the decoder
-    from ..pdrop.decoder import check_decoder_supported
+from ..pdrop.support import check_decoder_supported
 from .config import CoarseToFineConfig
 from .focus import focus_scores
 from .geometry import Level, pyramid_applies, pyramid_levels, tile_box, tile_token_coords, tokens_per_tile_side
@@ -322,3 +319,32 @@ def pack_inputs(model, results: Sequence[CoarseToFineResult], prefix_ids: Sequen
     for b, (start, length) in enumerate(spans):
         image_mask[b, offsets[b] + start:offsets[b] + start + length] = True
     return {"inputs_embeds": embeds, "attention_mask": mask.long(), "image_mask": image_mask}
+
+
+def pack_input_ids(model, results: Sequence[CoarseToFineResult], prefix_ids: Sequence, question_ids: Sequence,
+                   pad_token_id: int) -> dict:
+    """``generate`` / ``forward`` inputs that carry the results as transformers' pre-encoded image features.
+
+    ``input_ids`` ``(B, n)``: ``[prefix, image token x M_b, question]`` per sample, left-padded with
+    ``pad_token_id``; ``attention_mask`` ``(B, n)``; ``mm_encoder_outputs={"image": ...}`` whose
+    ``pooler_output`` holds each sample's ``image_embeds`` (transformers' LLaVA-NeXT and our
+    PyramidDrop classes place them in the image-token slots, which then form PyramidDrop's pool).
+    """
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    image_token = model.config.image_token_id
+    rows = []
+    for result, prefix, question in zip(results, prefix_ids, question_ids, strict=True):
+        _embed(model, prefix, "prefix_ids", allow_empty=True)  # the same checks as the walk
+        _embed(model, question, "question_ids", allow_empty=False)
+        rows.append([*map(int, prefix), *[image_token] * result.num_image_tokens, *map(int, question)])
+    width = max(map(len, rows))
+    device = model.get_input_embeddings().weight.device
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long, device=device)
+    attention_mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    for b, row in enumerate(rows):
+        input_ids[b, width - len(row):] = torch.tensor(row, device=device)
+        attention_mask[b, width - len(row):] = 1
+    features = [result.image_embeds for result in results]
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=features)}}

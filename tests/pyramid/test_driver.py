@@ -10,7 +10,7 @@ import torch
 from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
 from llava.data.processor import anyres_image_processor
-from llava.pyramid import PyramidNotApplicable, coarse_to_fine, coarse_to_fine_batch, pack_inputs
+from llava.pyramid import PyramidNotApplicable, coarse_to_fine, coarse_to_fine_batch, pack_input_ids, pack_inputs
 from llava.pyramid import driver as driver_module
 from llava.pyramid.image_io import ImageReadError
 from tests.conftest import IMAGE_TOKEN
@@ -34,6 +34,7 @@ def assert_matches_reference(result, record, atol=1e-5):
     ((150, 300), {"token_budget": 2, "token_keep_ratio": 1.0, "max_tiles_per_level": 6}),
     ((120, 90), {"focus_softmax": "all", "focus_layer": 2}),
     ((50, 40), {}),  # one level: fits the 56 px base
+    ((112, 60), {}),  # 112 -> 56: the coarsest level exactly at the base
     ((200, 120), {"pool": 1, "token_keep_ratio": 0.1}),
 ])
 def test_driver_matches_the_slow_reference(next_model, tiny_config, size, overrides):
@@ -212,3 +213,30 @@ def test_pack_inputs_places_the_image_between_prefix_and_question(next_model, ti
     with torch.no_grad():  # the stock language model takes it as is
         out = next_model(inputs_embeds=batch["inputs_embeds"], attention_mask=batch["attention_mask"])
     assert out.logits.shape[:2] == batch["attention_mask"].shape
+
+
+def test_results_go_through_generate_as_pre_encoded_image_features(tiny_config):
+    """input_ids with image-token slots + mm_encoder_outputs: the same logits as the packed embeddings,
+    and batched greedy generation with the KV cache, PyramidDrop off and on (the pool = the image slots)."""
+    from llava.pdrop import PDropConfig
+    from tests.conftest import PAD, preset_model
+
+    images = [noise_image(120, 80, seed=1), noise_image(60, 90, seed=2)]
+    prefixes, questions = [PREFIX, [1]], [QUESTION, [20, 21]]
+    for schedule in (None, PDropConfig([2, 3], [0.5, 0.25])):
+        model = preset_model("tiny-llava-next", schedule=schedule)
+        results = coarse_to_fine_batch(model, images, prefixes, questions, tiny_config)
+        batch = pack_input_ids(model, results, prefixes, questions, pad_token_id=PAD)
+        assert (batch["input_ids"] == IMAGE_TOKEN).sum(1).tolist() == [r.num_image_tokens for r in results]
+        with torch.no_grad():
+            by_ids = model(**batch).logits[:, -1]
+            embeds = pack_inputs(model, results, prefixes, questions)
+            if schedule is None:
+                by_embeds = model(inputs_embeds=embeds["inputs_embeds"], attention_mask=embeds["attention_mask"]).logits
+                torch.testing.assert_close(by_ids, by_embeds[:, -1], atol=1e-5, rtol=1e-4)
+            else:
+                kept = model.pdrop_trace.image_tokens_per_stage()
+                assert kept[:, 0].tolist() == [r.num_image_tokens for r in results] and bool((kept[:, 1] < kept[:, 0]).all())
+            out = model.generate(**batch, max_new_tokens=3, do_sample=False)
+        assert out.shape == (2, batch["input_ids"].shape[1] + 3)
+        assert out[:, batch["input_ids"].shape[1]].tolist() == by_ids.argmax(-1).tolist()

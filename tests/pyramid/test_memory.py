@@ -33,7 +33,9 @@ def peak_growth(path: Path) -> dict:
     out = subprocess.run([sys.executable, "-m", "tests.pyramid.memory_probe", str(path)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{path.name}: {report}")  # shown with -s / -rP
+    return report
 
 
 def test_peak_memory_of_a_4000_px_image_stays_near_its_decoded_size(tmp_path):
