@@ -70,7 +70,8 @@ class CoarseToFineConfig:
         base_tiles = math.ceil(self.base_long_side / self.tile_size) ** 2
         if self.max_tiles_per_level < base_tiles:
             raise ValueError(f"max_tiles_per_level={self.max_tiles_per_level} is below the {base_tiles} tiles the "
-                             f"coarsest level can have (base_long_side={self.base_long_side}, tile_size={self.tile_size})")
+                             f"coarsest level can have (base_long_side={self.base_long_side}, "
+                             f"tile_size={self.tile_size})")
 
     # ------------------------------------------------------------------ dict round trip
     def to_dict(self) -> dict[str, Any]:

@@ -144,7 +144,8 @@ def tile_token_coords(tiles: list[tuple[int, int]], t: int) -> torch.Tensor:
     return (origin[:, None, :] + local[None]).reshape(-1, 2)
 
 
-def next_level_tiles(token_coords: torch.Tensor, token_px: int, tile_size: int, next_level: Level) -> list[list[tuple[int, int]]]:
+def next_level_tiles(token_coords: torch.Tensor, token_px: int, tile_size: int,
+                     next_level: Level) -> list[list[tuple[int, int]]]:
     """For each token, the tiles of the next (2x finer) level that its pixels fall in.
 
     Token ``(r, c)`` covers pixels ``[r * token_px, (r + 1) * token_px)`` of its level, i.e. rows

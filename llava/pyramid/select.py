@@ -42,7 +42,8 @@ def encode_images(model, pixel_values: torch.Tensor) -> torch.Tensor:
     device = next(tower.parameters()).device
     out = tower(pixel_values.to(device, dtype), output_hidden_states=True, return_dict=True)
     layer = config.vision_feature_layer
-    hidden = out.hidden_states[layer] if isinstance(layer, int) else torch.cat([out.hidden_states[i] for i in layer], -1)
+    layers = [layer] if isinstance(layer, int) else list(layer)
+    hidden = torch.cat([out.hidden_states[i] for i in layers], dim=-1)
     return projector(hidden[:, 1:])
 
 

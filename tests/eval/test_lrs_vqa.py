@@ -78,7 +78,8 @@ def test_missing_wordnet_data_is_reported(monkeypatch):
 
 
 @pytest.mark.parametrize("record,source", [
-    ({"question_id": 1, "image": "FAIR1M/x.tif"}, "FAIR"), ({"question_id": "GLH-Bridge_3", "image": "a.png"}, "GLH-Bridge"),
+    ({"question_id": 1, "image": "FAIR1M/x.tif"}, "FAIR"),
+    ({"question_id": "GLH-Bridge_3", "image": "a.png"}, "GLH-Bridge"),
     ({"question_id": "glh_bridge_3"}, "GLH-Bridge"), ({"question_id": 2, "image": "data/STAR/P1.png"}, "STAR"),
     ({"question_id": 2, "image": "x.png", "dataset": "fair"}, "FAIR"), ({"question_id": 2, "source": "Other"}, "Other"),
 ])

@@ -70,7 +70,8 @@ def test_validate_for_the_model_depth_and_the_pdrop_schedule():
     config.validate_for(9)
     with pytest.raises(ValueError, match="focus_layer=8 needs a next layer to score with.*8 layers.*<= 7"):
         config.validate_for(8)
-    with pytest.raises(ValueError, match=r"focus_layer=8 is beyond the first PyramidDrop boundary 4 \(layer_list=\[4, 16\]\)"):
+    with pytest.raises(ValueError, match=r"focus_layer=8 is beyond the first PyramidDrop boundary 4 "
+                                         r"\(layer_list=\[4, 16\]\)"):
         config.validate_for(32, PDropConfig([4, 16], [0.5, 0.25]))
 
 

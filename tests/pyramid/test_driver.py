@@ -179,7 +179,8 @@ def test_bad_inputs_are_refused_with_the_reason(next_model, tiny_config, tmp_pat
     with pytest.raises(ValueError, match="tile_size=56 must equal the vision tower's image_size=28"):
         coarse_to_fine(next_model, image, PREFIX, QUESTION,
                        dataclasses.replace(tiny_config, tile_size=56, base_long_side=112))
-    with pytest.raises(ImageReadError, match="100 x 100 = 10,000 pixels is above max_image_pixels=9,999.*--max_image_pixels"):
+    with pytest.raises(ImageReadError,
+                       match="100 x 100 = 10,000 pixels is above max_image_pixels=9,999.*--max_image_pixels"):
         coarse_to_fine(next_model, image, PREFIX, QUESTION, dataclasses.replace(tiny_config, max_image_pixels=9999))
     with pytest.raises(ImageReadError, match="missing.png: image file does not exist"):
         coarse_to_fine(next_model, tmp_path / "missing.png", PREFIX, QUESTION, tiny_config)
@@ -190,7 +191,8 @@ def test_focus_layer_beyond_the_first_pdrop_boundary_is_refused(tiny_config):
     from tests.conftest import preset_model
 
     model = preset_model("tiny-llava-next", schedule=PDropConfig([1, 2], [0.5, 0.25]))
-    with pytest.raises(ValueError, match=r"focus_layer=2 is beyond the first PyramidDrop boundary 1 \(layer_list=\[1, 2\]\)"):
+    with pytest.raises(ValueError,
+                       match=r"focus_layer=2 is beyond the first PyramidDrop boundary 1 \(layer_list=\[1, 2\]\)"):
         coarse_to_fine(model, noise_image(80, 80), PREFIX, QUESTION, dataclasses.replace(tiny_config, focus_layer=2))
     result = coarse_to_fine(model, noise_image(80, 80), PREFIX, QUESTION, tiny_config)  # focus_layer 1: allowed
     assert result.num_local_tokens >= 1
@@ -236,7 +238,8 @@ def test_results_go_through_generate_as_pre_encoded_image_features(tiny_config):
                 torch.testing.assert_close(by_ids, by_embeds[:, -1], atol=1e-5, rtol=1e-4)
             else:
                 kept = model.pdrop_trace.image_tokens_per_stage()
-                assert kept[:, 0].tolist() == [r.num_image_tokens for r in results] and bool((kept[:, 1] < kept[:, 0]).all())
+                assert kept[:, 0].tolist() == [r.num_image_tokens for r in results]
+                assert bool((kept[:, 1] < kept[:, 0]).all())
             out = model.generate(**batch, max_new_tokens=3, do_sample=False)
         assert out.shape == (2, batch["input_ids"].shape[1] + 3)
         assert out[:, batch["input_ids"].shape[1]].tolist() == by_ids.argmax(-1).tolist()

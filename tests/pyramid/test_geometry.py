@@ -22,7 +22,8 @@ def test_level_counts(size, expected):
 
 
 def test_levels_of_an_odd_size():
-    # 5000 x 3001: factor 8 -> ceil(5000/8) = 625 x ceil(3001/8) = 376 (375.125), tiles ceil(376/336) = 2 x ceil(625/336) = 2
+    # 5000 x 3001: factor 8 -> ceil(5000/8) = 625 x ceil(3001/8) = 376 (375.125) px,
+    #   tiles (rows x cols) ceil(376/336) = 2 x ceil(625/336) = 2
     # factor 4 -> 1250 x 751 (750.25): 3 x 4 tiles (751/336 = 2.2, 1250/336 = 3.7)
     # factor 2 -> 2500 x 1501: 5 x 8 tiles (4.47, 7.44); factor 1 -> 5000 x 3001: 9 x 15 tiles (8.93, 14.88)
     levels = pyramid_levels(5000, 3001, 336, 1008)
@@ -32,7 +33,8 @@ def test_levels_of_an_odd_size():
 
 
 def test_tiny_levels():
-    # tile 28, base 56: 300 x 170 -> x8: 38 x 22 (2 x 1 tiles), x4: 75 x 43 (2 x 3), x2: 150 x 85 (4 x 6), x1: 11 x 7 tiles
+    # tile 28, base 56: 300 x 170 px -> x8: 38 x 22 px (1 x 2 tiles, rows x cols), x4: 75 x 43 (2 x 3),
+    # x2: 150 x 85 (4 x 6), x1: 300 x 170 (7 x 11)
     levels = pyramid_levels(300, 170, 28, 56)
     assert [(lv.factor, lv.width, lv.height, lv.rows, lv.cols) for lv in levels] == [
         (8, 38, 22, 1, 2), (4, 75, 43, 2, 3), (2, 150, 85, 4, 6), (1, 300, 170, 7, 11)]

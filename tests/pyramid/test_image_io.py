@@ -94,7 +94,8 @@ def test_corrupt_and_truncated_files_name_the_file(tmp_path):
         noise_image(300, 200, seed=9).save(whole)
         cut = tmp_path / f"cut{suffix}"
         cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-        with pytest.raises(ImageReadError, match=f"cut{suffix}: cannot (decode image, corrupt or truncated|read image)"):
+        reason = f"cut{suffix}: cannot (decode image, corrupt or truncated|read image)"
+        with pytest.raises(ImageReadError, match=reason):
             with LargeImage(cut) as large:
                 large.level(1)
                 large.level(2)

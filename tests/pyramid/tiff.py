@@ -16,7 +16,8 @@ def write_tiled_tiff(path: Path, pixels: np.ndarray, tile: int = 16) -> Path:
     rows, cols = -(-height // tile), -(-width // tile)
     padded = np.zeros((rows * tile, cols * tile, 3), dtype=np.uint8)
     padded[:height, :width] = pixels
-    tiles = [padded[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile].tobytes() for r in range(rows) for c in range(cols)]
+    tiles = [padded[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile].tobytes()
+             for r in range(rows) for c in range(cols)]
     count = len(tiles)
     entries = 11
     ifd_offset = 8
