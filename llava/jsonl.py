@@ -8,9 +8,14 @@ from pathlib import Path
 
 
 def iter_jsonl(path: str | Path) -> Iterator:
-    """The records of a JSONL file, streamed; blank lines skipped, a malformed line names the file and line."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    """The records of a JSONL file, streamed; blank lines skipped, a malformed or non-UTF-8 line names the file and line."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{number}: not UTF-8 text (byte {err.start} of the line: {err.reason})") \
+                    from None
             if not line.strip():
                 continue
             try:

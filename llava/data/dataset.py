@@ -28,21 +28,23 @@ import inspect
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from datasets import Dataset, Features, Sequence, Value
 from datasets.exceptions import DatasetGenerationError
+from PIL import Image
 
 from ..jsonl import iter_jsonl
 from .images import ImageError, ImagePreprocessor, load_image
+from .processor import num_image_tokens
 from .templates import IGNORE_INDEX, TokenizedConversation, get_template, split_turns, tokenize_conversation
 
 logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
 TURN_ROLES = ("human", "gpt", "system")
-MAX_CONSECUTIVE_SKIPS = 100
 
 RECORD_FEATURES = Features({
     "id": Value("string"),
@@ -59,8 +61,9 @@ def load_llava_records(data_path: str, num_proc: int | None = None) -> Dataset:
     Columns: ``id`` (str; the record's index in its file when missing, ``name:index`` with several
     files), ``images`` (list[str]), ``conversations`` (list of ``{"from", "value"}``), ``num_words``
     (words over all turns), ``has_answer`` (some ``gpt`` turn is non-empty). The first bad record
-    raises ValueError naming the file, the record index and id, and what is wrong. Conversations
-    without an answer are kept (``has_answer=False``) and warned about once.
+    raises ValueError naming the file, the record index and id, and what is wrong; so does a file
+    that holds no record (empty, or ``[]``) or is not UTF-8 (the line of the first bad byte).
+    Conversations without an answer are kept (``has_answer=False``) and warned about once.
     """
     paths = [p.strip() for p in data_path.split(",") if p.strip()]
     if not paths:
@@ -102,20 +105,32 @@ def _generate_records(files: list[dict], several_files: bool, code_hash: str = "
     """
     for file in files:
         path = file["path"]
+        empty = True
         for index, record in enumerate(_read_records(path)):
+            empty = False
             default_id = f"{Path(path).name}:{index}" if several_files else str(index)
             yield normalise_record(record, index, default_id, path)
+        if empty:
+            raise ValueError(f"data file {path} holds no records (it is empty{'' if path.endswith('.jsonl') else ' or []'})")
 
 
 def _read_records(path: str):
     if path.endswith(".jsonl"):
         yield from iter_jsonl(path)
         return
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error})") from None
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {error.start}: {error.reason}); save the file as UTF-8") \
+            from None
+    if not text.strip():
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: a .json data file must hold a list of records, found {type(data).__name__}")
     yield from data
@@ -195,11 +210,15 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
     :class:`~llava.data.images.ImageBatch` pixels: ``(k, 3, H, W)``, anyres ``(k, P, 3, H, W)``) and,
     for anyres, ``image_sizes`` (``(k, 2)`` long). ``n <= model_max_length``, image tokens included.
 
-    Bad images raise :class:`~llava.data.images.ImageError` (id and path), or with
-    ``skip_bad_images`` are counted in ``num_skipped`` and replaced by the next sample that works.
+    Bad images raise :class:`~llava.data.images.ImageError` (id and path); a sample is never
+    replaced by another. To skip them, :meth:`find_bad_images` finds the records with a missing or
+    corrupt image (over any subset of indices, so ranks can share the work) and
+    :meth:`drop_records` removes them from the index (``num_skipped`` counts them): what is
+    trained on is then exactly the other records, once per epoch.
     A sample longer than ``model_max_length`` loses the end of its text (counted in
-    ``num_truncated``) unless the cut would fall inside an image span: then ValueError. The counters
-    are per process (each DataLoader worker keeps its own).
+    ``num_truncated``) unless the cut would fall inside an image span: then ValueError. That
+    counter is per process (each DataLoader worker keeps its own); :meth:`answer_tokens` tells
+    ahead of training what the cut leaves of a sample's answers.
     """
 
     def __init__(
@@ -212,7 +231,6 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         image_folder: str | None = None,
         image_aspect_ratio: str = "pad",
         model_max_length: int = 2048,
-        skip_bad_images: bool = False,
         num_proc: int | None = None,
     ):
         get_template(template)  # an unknown name fails here, not at the first batch
@@ -223,7 +241,6 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         self.template = template
         self.image_folder = image_folder
         self.model_max_length = model_max_length
-        self.skip_bad_images = skip_bad_images
         self.image_token = getattr(processor, "image_token", IMAGE_PLACEHOLDER)
         self.num_skipped = 0
         self.num_truncated = 0
@@ -258,16 +275,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
             self._modality_lengths.append(length if paths else -length)
 
     def __getitem__(self, i: int) -> dict:
-        if not self.skip_bad_images:
-            return self.build_sample(i)
-        for attempt in range(min(MAX_CONSECUTIVE_SKIPS, len(self))):
-            try:
-                return self.build_sample((i + attempt) % len(self))
-            except ImageError as error:
-                self.num_skipped += 1
-                logger.warning("skipped a sample with a bad image (%d so far): %s", self.num_skipped, error)
-        raise ImageError(f"the {min(MAX_CONSECUTIVE_SKIPS, len(self))} samples from index {i} on all have bad "
-                         f"images; is image_folder ({self.image_folder}) right?")
+        return self.build_sample(i)
 
     def build_sample(self, i: int) -> dict:
         """Sample ``i`` (see the class docstring); errors are raised, never skipped."""
@@ -275,11 +283,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         sample_id = record["id"]
         images = [load_image(self.image_path(path), sample_id) for path in record["images"]]
         batch = self.image_preprocessor(images) if images else None
-        try:
-            tokens = tokenize_conversation(record["conversations"], self.template, self.tokenizer,
-                                           batch.num_image_tokens if batch else (), self.image_token)
-        except ValueError as error:
-            raise ValueError(f"sample {sample_id}: {error}") from error
+        tokens = self._tokenize(record, batch.num_image_tokens if batch else ())
         tokens = self._fit_length(tokens, sample_id)
         sample = {"input_ids": torch.tensor(tokens.input_ids, dtype=torch.long),
                   "labels": torch.tensor(tokens.labels, dtype=torch.long), "id": sample_id}
@@ -288,6 +292,69 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
             if batch.image_sizes is not None:
                 sample["image_sizes"] = batch.image_sizes
         return sample
+
+    def _tokenize(self, record: dict, image_token_counts) -> TokenizedConversation:
+        try:
+            return tokenize_conversation(record["conversations"], self.template, self.tokenizer, image_token_counts,
+                                         self.image_token)
+        except ValueError as error:
+            raise ValueError(f"sample {record['id']}: {error}") from error
+
+    # ------------------------------------------------------------------ checks ahead of training
+    def find_bad_images(self, indices, num_threads: int = 8) -> list[dict]:
+        """``{"index", "id", "reason"}`` of each record among ``indices`` with an image :func:`load_image` refuses.
+
+        Every image is decoded (a truncated file is found too), ``num_threads`` at a time
+        (decoding releases the GIL). Sorted by index.
+        """
+        def check(i: int) -> dict | None:
+            record = self.records[i]
+            try:
+                for path in record["images"]:
+                    load_image(self.image_path(path), record["id"])
+            except ImageError as error:
+                return {"index": i, "id": record["id"], "reason": str(error)}
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            found = [bad for bad in pool.map(check, indices) if bad is not None]
+        return sorted(found, key=lambda bad: bad["index"])
+
+    def drop_records(self, indices) -> None:
+        """Remove the records at ``indices`` from the index (``num_skipped`` grows by their number)."""
+        drop = set(indices)
+        if not drop:
+            return
+        self.records = self.records.select([i for i in range(len(self.records)) if i not in drop])
+        self.num_skipped += len(drop)
+        self._lengths = self._modality_lengths = None
+
+    def answer_tokens(self, i: int) -> tuple[int, int] | None:
+        """(answer tokens of sample ``i``, those left after the cut at ``model_max_length``), without decoding images.
+
+        Image token counts come from the processor's size (pad, square) or the image file's header
+        (anyres); None when an anyres image cannot be opened (:meth:`build_sample` names it later).
+        """
+        record = self.records[i]
+        counts = self._image_token_counts(record)
+        if counts is None:
+            return None
+        labels = self._tokenize(record, counts).labels
+        answer = [label != IGNORE_INDEX for label in labels]
+        return sum(answer), sum(answer[:self.model_max_length])
+
+    def _image_token_counts(self, record: dict) -> list[int] | None:
+        if self.image_preprocessor.aspect_ratio != "anyres":
+            return [self.image_preprocessor.estimated_tokens_per_image()] * len(record["images"])
+        counts = []
+        for path in record["images"]:
+            try:
+                with Image.open(self.image_path(path)) as image:
+                    width, height = image.size
+            except (OSError, ValueError, Image.DecompressionBombError):
+                return None
+            counts.append(num_image_tokens(self.processor, (height, width)))
+        return counts
 
     def image_path(self, path: str) -> str:
         """``path`` under ``image_folder`` (absolute paths and a missing folder leave it as is)."""

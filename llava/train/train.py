@@ -31,6 +31,7 @@ from ..pdrop.args import add_deprecated_aliases
 from ..pdrop.flops import ModelShape
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .checkpoints import TRAINER_STATE, find_resume_checkpoint, refuse_finished_run
+from .preflight import check_answer_coverage, check_free_space, check_output_dir, remove_bad_images
 from .trainer import STAGING, LLaVATrainer, training_args_json
 
 LOG = transformers.utils.logging.get_logger(__name__)
@@ -240,9 +241,11 @@ def setup_data(processor, data_args, training_args):
         dataset = LazySupervisedDataset(
             data_args.data_path, processor.tokenizer, processor, template=data_args.version,
             image_folder=data_args.image_folder, image_aspect_ratio=data_args.image_aspect_ratio,
-            model_max_length=training_args.model_max_length, skip_bad_images=data_args.skip_bad_images,
-            num_proc=data_args.dataset_num_proc,
+            model_max_length=training_args.model_max_length, num_proc=data_args.dataset_num_proc,
         )
+    if data_args.skip_bad_images:  # outside main_process_first: every rank scans its share
+        remove_bad_images(dataset, training_args, data_args.dataset_num_proc)
+    check_answer_coverage(dataset, training_args.model_max_length, training_args.seed, log=training_args.should_log)
     collator = DataCollatorForSupervisedDataset(pad_token_id=processor.tokenizer.pad_token_id)
     crop = processor.image_processor.crop_size
     blank = ImagePreprocessor(processor, data_args.image_aspect_ratio)([Image.new("RGB", (crop["width"], crop["height"]))])
@@ -301,8 +304,10 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> LLaVAT
                          "or --lora_merge false (the adapters are saved either way)")
     resume = find_resume_checkpoint(training_args)
     refuse_finished_run(training_args, resume)
+    check_output_dir(training_args.output_dir)
     transformers.set_seed(training_args.seed)
     model, processor = setup_model(model_args, data_args, training_args)
+    check_free_space(model, training_args)
     dataset, collator, dummy = setup_data(processor, data_args, training_args)
     args_text = training_args_json(model_args, data_args, training_args)
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
@@ -314,7 +319,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> LLaVAT
     trainer.train(resume_from_checkpoint=resume)
     save_final(trainer, processor, training_args)
     for what in ("num_skipped", "num_truncated"):
-        if getattr(dataset, what, 0):
+        if getattr(dataset, what, 0) and training_args.should_log:
             LOG.warning("%s samples: %d (see the warnings above)", what.removeprefix("num_"), getattr(dataset, what))
     return trainer
 

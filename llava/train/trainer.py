@@ -27,6 +27,7 @@ from ..data.sampler import ModalityLengthGroupedSampler
 from ..model.assemble import gathered_parameters, projector_state_dict
 from ..model.pdrop_llava import PDropMixin
 from .checkpoints import UntrustedCheckpointError, safe_checkpoint_loads, verify_manifest, write_manifest
+from .ranks import gather_from_ranks, rank_and_world
 
 STAGING = ".staging"
 PROJECTOR_FILE = "mm_projector.bin"
@@ -107,17 +108,15 @@ class LLaVATrainer(Trainer):
 
     def _verify_checkpoint(self, folder: str) -> None:
         """The main process checks the manifest (hashing is reading everything once); every rank gets the verdict."""
-        from accelerate.utils import broadcast_object_list
-
-        verdict = [None]
-        if self.accelerator.is_main_process:
+        verdict = None
+        if rank_and_world()[0] == 0:
             try:
                 verify_manifest(folder)
             except UntrustedCheckpointError as error:
-                verdict = [str(error)]
-        verdict = broadcast_object_list(verdict)
-        if verdict[0] is not None:
-            raise UntrustedCheckpointError(verdict[0])
+                verdict = str(error)
+        verdict = gather_from_ranks(verdict)[0]
+        if verdict is not None:
+            raise UntrustedCheckpointError(verdict)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Resume the weights through ``from_pretrained``, which maps the saved key names back.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +81,30 @@ def test_first_bad_record_is_named(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message) as error:
         load_llava_records(path)
     assert "data.json: record 1" in str(error.value) and "later" not in str(error.value)
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("data.json", "[]", "holds no records \\(it is empty or \\[\\]\\)"),
+    ("data.json", "", "holds no records"),
+    ("data.jsonl", "\n\n", "holds no records \\(it is empty\\)"),
+])
+def test_a_file_without_records_is_named(tmp_path, name, content, message):
+    good = write_records(tmp_path, RECORDS, "good.json")
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"data file {path} {message}"):
+        load_llava_records(f"{good},{path}")
+
+
+@pytest.mark.parametrize("name", ["data.json", "data.jsonl"])
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path, name):
+    records = [dict(RECORDS[0], id=f"r{i}") for i in range(3)]
+    path = Path(write_records(tmp_path, records, name))
+    lines = path.read_bytes().split(b"\n") if name.endswith(".jsonl") else path.read_bytes().replace(b"}, ", b"},\n").split(b"\n")
+    lines[1] = lines[1].replace(b"red", "r\u00e9d".encode("latin-1"))  # a Latin-1 byte inside record 1
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError, match=f"{path}:2: not UTF-8 text"):
+        load_llava_records(str(path))
 
 
 def test_json_that_is_not_a_list_is_refused(tmp_path):
@@ -190,20 +215,41 @@ def test_missing_and_corrupt_images(tmp_path, tokenizer, processor, image_dir):
         load_image(tmp_path / "nothing.png", "s")
 
 
-def test_skip_bad_images_counts_and_moves_on(tmp_path, tokenizer, processor, image_dir, caplog):
-    records = [dict(RECORDS[0], id="bad-1", image="gone.png"), dict(RECORDS[0], id="bad-2", image="gone.png"),
-               RECORDS[0], RECORDS[2]]
-    dataset = make_dataset(tmp_path, tokenizer, processor, records, image_dir, skip_bad_images=True)
-    with caplog.at_level(logging.WARNING, logger="llava.data.dataset"):
-        assert dataset[0]["id"] == "one"
-    assert dataset.num_skipped == 2
-    assert "bad-1" in caplog.text and "bad-2" in caplog.text
-    assert dataset[3]["id"] == "3" and dataset.num_skipped == 2
+def test_bad_images_are_found_once_and_removed_from_the_index(tmp_path, tokenizer, processor, image_dir):
+    """No substitution: what remains is exactly the good records, each once; a bad one named once."""
+    (image_dir / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    records = [dict(RECORDS[0], id="bad-1", image="gone.png"), RECORDS[0], dict(RECORDS[0], id="bad-2", image="gone.png"),
+               RECORDS[2], dict(RECORDS[1], id="bad-3", image=["a.png", "garbage.png"]), dict(RECORDS[0], id="good")]
+    dataset = make_dataset(tmp_path, tokenizer, processor, records, image_dir)
+    shards = [dataset.find_bad_images(range(r, len(dataset), 2), num_threads=2) for r in (0, 1)]  # two ranks' shares
+    bad = sorted(shards[0] + shards[1], key=lambda b: b["index"])
+    assert [(b["index"], b["id"]) for b in bad] == [(0, "bad-1"), (2, "bad-2"), (4, "bad-3")]
+    assert "garbage.png cannot be read" in bad[2]["reason"]
+    dataset.drop_records([b["index"] for b in bad])
+    assert dataset.num_skipped == 3 and len(dataset) == 3
+    assert [dataset[i]["id"] for i in range(len(dataset))] == ["one", "3", "good"]
+    assert dataset.lengths == [4 + 16, 6, 4 + 16]
+    with pytest.raises(ImageError, match="sample bad-1: image file"):  # without the scan a bad image stops the run
+        make_dataset(tmp_path, tokenizer, processor, records, image_dir, name="again.json")[0]
 
-    all_bad = make_dataset(tmp_path, tokenizer, processor, records[:2], image_dir, skip_bad_images=True,
-                           name="bad.json")
-    with pytest.raises(ImageError, match="all have bad images"):
-        all_bad[0]
+
+def test_answer_tokens_left_after_the_cut_without_decoding_images(tmp_path, tokenizer, processor, next_processor,
+                                                                   image_dir):
+    records = [RECORDS[0], RECORDS[2], {"id": "blank", "conversations": turns("Hello?", " ")}]  # trains on </s>
+    full = make_dataset(tmp_path, tokenizer, processor, records, image_dir)
+    answers = [int((full[i]["labels"] != IGNORE_INDEX).sum()) for i in range(3)]
+    assert [full.answer_tokens(i) for i in range(3)] == [(n, n) for n in answers]
+    prompt = full[0]["labels"].tolist().index(next(label for label in full[0]["labels"].tolist() if label >= 0))
+    cut = make_dataset(tmp_path, tokenizer, processor, records, image_dir, model_max_length=prompt + 1, name="cut.json")
+    assert cut.answer_tokens(0) == (answers[0], 1)
+    (image_dir / "a.png").rename(image_dir / "moved.png")  # pad: the count needs no image file
+    assert cut.answer_tokens(0) == (answers[0], 1)
+    anyres = make_dataset(tmp_path, tokenizer, next_processor, records, image_dir, image_aspect_ratio="anyres",
+                          name="next.json")
+    assert anyres.answer_tokens(0) is None  # anyres reads the image's size; the missing file is named at build time
+    (image_dir / "moved.png").rename(image_dir / "a.png")
+    sample = anyres[0]
+    assert anyres.answer_tokens(0) == (int((sample["labels"] != IGNORE_INDEX).sum()),) * 2
 
 
 # -------------------------------------------------------------------------------------------- lengths
