@@ -18,7 +18,8 @@ SHOWN = 5  # ids listed in an error before "... (N in all)"
 
 
 def read_answers(path: str | Path) -> list[dict]:
-    """The answer records of a JSONL file; a malformed line or record is an error naming file and line."""
+    """The answer records of a JSONL file; a malformed line or record (``text`` not a string included) is an error
+    naming file and line."""
     lines = [(n, line) for n, line in enumerate(Path(path).read_text().splitlines(), start=1) if line.strip()]
     records = read_jsonl(path)  # raises on the first malformed line, with its number
     for (number, _), record in zip(lines, records):
@@ -27,6 +28,10 @@ def read_answers(path: str | Path) -> list[dict]:
         missing = [name for name in REQUIRED if name not in record]
         if missing:
             raise ValueError(f"{path}:{number}: answer has no {missing[0]!r} field")
+        if not isinstance(record["text"], str):
+            found = "null" if record["text"] is None else f"a {type(record['text']).__name__}"
+            raise ValueError(f"{path}:{number}: answer 'text' of question {record['question_id']!r} is {found}, "
+                             "expected a string (the model's answer)")
     return records
 
 

@@ -5,7 +5,9 @@ question to the answers JSONL: ``{"question_id", "prompt", "text", "answer_id", 
 "metadata"}``. Prompts are built and tokenized by the same code as training (template, image
 padding, ``<image>`` expansion) and batched with left padding. ``--num_chunks/--chunk_idx`` take
 one contiguous shard (``scripts/eval/lib/generate.sh`` runs one per GPU and merges); questions
-already in the answers file are skipped, so a killed run continues where it stopped.
+already in the answers file are skipped, so a killed run continues where it stopped. The answers
+file is locked while a run writes it (a second process on the same file stops with a message),
+and a last line torn by a kill is dropped with a warning and its question answered again.
 
 Launch::
 
@@ -18,8 +20,12 @@ Launch::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
+import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +139,44 @@ def answered(path: Path) -> set[tuple]:
     return {answer_key(record) for record in read_jsonl(path)} if path.is_file() else set()
 
 
+@contextlib.contextmanager
+def locked_answers(path: Path):
+    """``path`` opened for appending, exclusively: RuntimeError when another process has it open this way.
+
+    The lock (``flock``) lasts while the file is open and is released by the kernel when the
+    holder dies, so a killed run never leaves a stale lock. A torn last line is removed on entry
+    (:func:`drop_torn_last_line`).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as sink:
+        try:
+            fcntl.flock(sink.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"answers file {path} is being written by another evaluation process: wait for it to "
+                               "finish, or give this run its own --answers_file (answers of one file are merged "
+                               "with python -m llava.eval.chunks)") from None
+        drop_torn_last_line(path, sink.fileno())
+        yield sink
+
+
+def drop_torn_last_line(path: Path, fd: int) -> None:
+    """Cut the file at ``fd`` after its last newline when text follows it (a write interrupted by a kill).
+
+    Every answer is written as one line ending in a newline, so text after the last newline is
+    an answer that was never completely written: it is removed (with a warning naming its
+    question when readable) and that question counts as unanswered.
+    """
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end == len(data):
+        return
+    os.ftruncate(fd, end)
+    question = re.search(rb'"question_id":\s*("[^"]*"|[^,}\s]+)', data[end:])
+    which = f" (question {question.group(1).decode(errors='replace')})" if question else ""
+    LOG.warning("answers file %s: its last line%s is incomplete, written by a run that was stopped; it is dropped and "
+                "its question answered again", path, which)
+
+
 def run(args: argparse.Namespace, model=None, processor=None) -> Path:
     """Answer the chunk's unanswered questions; returns the answers file."""
     if model is None:
@@ -142,17 +186,16 @@ def run(args: argparse.Namespace, model=None, processor=None) -> Path:
                         args.skip_missing)
     questions = chunk_of(read_questions(args.question_file), args.num_chunks, args.chunk_idx)
     out = Path(args.answers_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = answered(out)
-    todo = [q for q in questions if answer_key({"question_id": q["question_id"], "prompt": answerer.prompt_text(q)})
-            not in done]
     model_id = args.model_id or Path(str(args.model_path)).name
     metadata = {"pdrop": None if model.pdrop_config is None else model.pdrop_config.to_dict()}
     generate_kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, num_beams=args.num_beams,
                            pad_token_id=processor.tokenizer.pad_token_id)
     if args.temperature > 0:
         generate_kwargs.update(temperature=args.temperature, top_p=args.top_p)
-    with out.open("a") as sink:
+    with locked_answers(out) as sink:
+        done = answered(out)
+        todo = [q for q in questions
+                if answer_key({"question_id": q["question_id"], "prompt": answerer.prompt_text(q)}) not in done]
         for start in tqdm(range(0, len(todo), args.batch_size), desc="answering", disable=not todo):
             prompts = [p for p in map(answerer.prompt, todo[start:start + args.batch_size]) if p is not None]
             if not prompts:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from llava.eval import chunks, infer, run
+from llava.eval.answers import read_answers
 from llava.model.assemble import VisionSpec, assemble_llava
 from llava.pdrop import PDropConfig
 
@@ -64,6 +67,38 @@ def test_a_killed_run_resumes_without_answering_twice(checkpoint, questions, ass
     evaluate(checkpoint, questions, assets, answers, "--batch_size", "4")
     ids = [r["question_id"] for r in chunks.read_jsonl(answers)]
     assert len(ids) == len(set(ids)) == 8
+
+
+def test_a_torn_last_line_is_dropped_with_a_warning_and_answered_again(checkpoint, questions, assets, tmp_path,
+                                                                        caplog):
+    answers = tmp_path / "a.jsonl"
+    evaluate(checkpoint, questions, assets, answers, "--batch_size", "4")
+    lines = answers.read_text().splitlines()
+    torn = lines[3][: len(lines[3]) // 2]  # a kill in the middle of writing the fourth answer
+    answers.write_text("\n".join(lines[:3]) + "\n" + torn)
+    with caplog.at_level(logging.WARNING, logger="llava.eval.run"):
+        evaluate(checkpoint, questions, assets, answers, "--batch_size", "4")
+    question = json.loads(lines[3])["question_id"]
+    assert f"its last line (question \"{question}\") is incomplete" in caplog.text
+    records = chunks.read_jsonl(answers)
+    assert sorted(r["question_id"] for r in records) == sorted(json.loads(line)["question_id"] for line in lines)
+
+
+def test_a_second_process_on_the_same_answers_file_is_refused(checkpoint, questions, assets, tmp_path):
+    answers = tmp_path / "a.jsonl"
+    with answers.open("a") as other:  # another evaluation holds the file
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="a.jsonl is being written by another evaluation process"):
+            evaluate(checkpoint, questions, assets, answers)
+    assert answers.read_text() == ""
+    assert len(evaluate(checkpoint, questions, assets, answers)) == 8  # free again once the other one ends
+
+
+def test_an_answer_whose_text_is_null_is_named(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"question_id": 1, "text": "yes"}\n{"question_id": 2, "text": null}\n')
+    with pytest.raises(ValueError, match="answers.jsonl:2: answer 'text' of question 2 is null, expected a string"):
+        read_answers(path)
 
 
 def test_chunks_cover_every_question_once_and_merge(checkpoint, questions, assets, tmp_path):
