@@ -106,7 +106,19 @@ def assemble_llava(llm: str, vision: VisionSpec, dtype: torch.dtype = torch.floa
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         image_grid_pinpoints=config.image_grid_pinpoints if vision.anyres else None,
     )
-    return model, processor
+    return model, for_generation(processor)
+
+
+def for_generation(processor):
+    """``processor`` (or a bare tokenizer) set to pad on the left, as it is saved with every model.
+
+    Batched generation needs left padding (each row's last token is the prompt's end), and a user
+    who batches with the saved processor directly gets it. Training never pads through the
+    tokenizer: its collator pads on the right itself.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    return processor
 
 
 def _llava_config(text_config, vision_config, vision: VisionSpec, image_token_id: int):

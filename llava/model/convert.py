@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlavaConfig, LlavaNextConfig
 
 from ..pdrop.schedule import PDropConfig
-from .assemble import SELECT_FEATURE, projector_key
+from .assemble import SELECT_FEATURE, for_generation, projector_key
 from .pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
 
 TEXT_MODEL_TYPES = {"llava_llama": "llama", "llava": "llama", "llava_mistral": "mistral", "llava_qwen": "qwen2"}
@@ -139,7 +139,7 @@ def convert(src: str | Path, dst: str | Path, vision_tower: str | None = None):
     model.model.vision_tower.load_state_dict(tower.state_dict())
     model.save_pretrained(dst)
     if (src / "tokenizer_config.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(src)
+        tokenizer = for_generation(AutoTokenizer.from_pretrained(src))
         tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
         if tokenizer.convert_tokens_to_ids("<image>") != config.image_token_id:
             raise ValueError(f"the tokenizer gives <image> id {tokenizer.convert_tokens_to_ids('<image>')}, "

@@ -24,7 +24,7 @@ import torch
 import transformers
 
 from ..data import DataCollatorForSupervisedDataset, ImagePreprocessor, LazySupervisedDataset
-from ..model.assemble import VisionSpec, assemble_llava, is_llava_checkpoint, load_projector
+from ..model.assemble import VisionSpec, assemble_llava, for_generation, is_llava_checkpoint, load_projector
 from ..model.builder import llava_class
 from ..paths import TRAINING_ARGS_FILE
 from ..pdrop.args import add_deprecated_aliases
@@ -132,7 +132,7 @@ def _load_or_assemble(model_args, training_args):
         model = llava_class(model_args.model_name_or_path).from_pretrained(
             model_args.model_name_or_path, dtype=dtype, quantization_config=quantization,
             attn_implementation=model_args.attn_implementation, **saved)
-        return model, transformers.AutoProcessor.from_pretrained(model_args.model_name_or_path)
+        return model, for_generation(transformers.AutoProcessor.from_pretrained(model_args.model_name_or_path))
     if not model_args.vision_tower:
         raise ValueError(f"{model_args.model_name_or_path} is a language model: pass --vision_tower to assemble a "
                          "LLaVA from it (or give a full LLaVA checkpoint)")

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, CLIPVisionModel
+from transformers import AutoModelForCausalLM, AutoProcessor, CLIPVisionModel
 
 from llava.model.assemble import main, projector_key
 from llava.model.builder import load_llava
@@ -23,6 +23,10 @@ def test_assemble_command_reuses_the_llm_and_tower_and_loads_back(assets, tmp_pa
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     assert image_id == model.config.image_token_id == len(llm.get_input_embeddings().weight)
     assert model.get_input_embeddings().weight.shape[0] % 64 == 0
+    saved = AutoProcessor.from_pretrained(out).tokenizer  # saved for generation: batches pad on the left
+    batch = saved(["What color?", "What color is the big square?"], padding=True, return_tensors="pt")
+    assert saved.padding_side == "left" and batch.attention_mask[:, -1].tolist() == [1, 1]
+    assert batch.attention_mask[0, 0] == 0
 
 
 def test_projector_names_of_llava_and_ours_map_to_one_layout():

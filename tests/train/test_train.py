@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlavaForConditionalGeneration, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration, TrainerCallback
 
 from llava.model import PDropLlavaForConditionalGeneration
 from llava.model.assemble import projector_key
@@ -87,6 +87,25 @@ def test_resume_continues_the_same_run(assets, tmp_path):
     a, b = weights(straight), weights(resumed)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_saved_processors_pad_on_the_left_and_training_pads_on_the_right(assets, tmp_path):
+    """The saved tokenizer serves generation (left padding); the training collator pads on the right itself."""
+    first = tmp_path / "first"
+    trainer = main(train_argv(assets, first, max_steps=2, save_steps=2))
+    right = AutoProcessor.from_pretrained(first)
+    right.tokenizer.padding_side = "right"  # a LLaVA checkpoint saved by other code
+    right.save_pretrained(first)
+    second = tmp_path / "second"
+    main(train_argv(assets, second, model_name_or_path=first, vision_tower=None, max_steps=2, save_steps=2))
+    for folder in (first / "checkpoint-2", second, second / "checkpoint-2"):
+        tokenizer = AutoProcessor.from_pretrained(folder).tokenizer
+        batch = tokenizer(["red", "What color is the big square?"], padding=True, return_tensors="pt")
+        assert tokenizer.padding_side == "left" and batch.attention_mask[0].tolist()[0] == 0, folder
+    dataset = trainer.train_dataset
+    short, long = sorted((dataset[i] for i in range(4)), key=lambda sample: len(sample["input_ids"]))[::3]
+    collated = trainer.data_collator([short, long])
+    assert collated["attention_mask"][:, 0].tolist() == [1, 1] and collated["attention_mask"][0, -1] == 0
 
 
 def test_lora_saves_adapters_and_a_merged_standard_checkpoint(assets, tmp_path):
