@@ -48,3 +48,4 @@ def load_pyramid_config(name_or_path: str):
 
 # what the training code writes next to a saved model, and what llava.release reads back
 TRAINING_ARGS_FILE = "llava_training_args.json"
+TRAINER_STATE_FILE = "trainer_state.json"  # HF's name; next to the final model too (steps and epochs that ran)

@@ -7,7 +7,7 @@ Launch::
         --dry_run
     # build it again and push it (token from HF_TOKEN or `hf auth login`)
     python -m llava.release --checkpoint ./checkpoints/llava-v1.5-7b-pdrop --repo_id my-org/llava-v1.5-7b-pdrop \\
-        --private --license apache-2.0 --base_model lmsys/vicuna-7b-v1.5
+        --private --license apache-2.0 --base_model_id lmsys/vicuna-7b-v1.5
 
 What it does:
 
@@ -19,8 +19,15 @@ What it does:
   ``llava_training_args.json`` and a ``README.md`` model card;
 - leaves training state out (optimizer, scheduler, RNG, ``training_args.bin``, ``global_step*``,
   ``checkpoint-*``, LoRA ``adapter/``) and lists what it left out;
-- without ``--dry_run``: creates the repository (an existing one is reused) and uploads the folder
-  in one commit.
+- publishes no path of the training machine: the base model and vision tower appear as Hub ids
+  (``--base_model_id`` / ``--vision_tower_id``, or the training arguments' values when they are
+  Hub ids) or else as their folders' base names; other paths in ``llava_training_args.json``
+  become base names; ``_name_or_path`` keys are dropped; the built folder is checked for the
+  checkpoint's and the arguments' absolute paths before it is put in place;
+- the card reports what ran: optimizer steps, the epochs they amount to (``trainer_state.json``)
+  and the schedule's stages with layers numbered from 0, as ``python -m llava.quicklook`` does;
+- lists exactly the files that are uploaded (the dry run too); without ``--dry_run``: creates the
+  repository (an existing one is reused) and uploads those files in one commit.
 
 The checkpoint itself is only read, never written.
 """
@@ -41,7 +48,8 @@ from typing import Any
 from huggingface_hub import HfApi, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .paths import TRAINING_ARGS_FILE
+from .paths import TRAINER_STATE_FILE, TRAINING_ARGS_FILE
+from .pdrop.schedule import PDropConfig
 
 STOCK_CLASSES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
 PDROP_CLASSES = {"llava": "PDropLlavaForConditionalGeneration", "llava_next": "PDropLlavaNextForConditionalGeneration"}
@@ -68,6 +76,8 @@ LEFT_OUT_REASONS = (  # (name pattern, why it is not released); first match wins
     (r"pytorch_model.*\.bin(\.index\.json)?", "pickled weights (superseded by safetensors)"),
     (r"README\.md", "replaced by the generated model card"),
     (r"mm_projector\.(bin|safetensors)", "projector-only weights (part of the full weights)"),
+    (r"skipped_bad_images\.jsonl", "training data report (--skip_bad_images)"),
+    (r"llava_manifest\.json", "checkpoint manifest (file hashes for resuming)"),
 )
 
 
@@ -85,7 +95,11 @@ class UploadPlan:
     files: list[Path] = field(default_factory=list)
     """Generation config, tokenizer and processor files (and folders) copied as they are."""
     training_args: dict[str, Any] | None = None
-    """``llava_training_args.json`` (secrets redacted), None when the checkpoint has none."""
+    """``llava_training_args.json`` (secrets redacted, local paths reduced to base names), None when absent."""
+    trainer_state: dict[str, Any] | None = None
+    """The checkpoint's ``trainer_state.json`` (steps and epochs that ran), None when absent."""
+    models: dict[str, str | None] = field(default_factory=dict)
+    """``model_name_or_path`` / ``vision_tower`` as released: a Hub id, or a local folder's base name."""
     left_out: dict[str, str] = field(default_factory=dict)
     """Checkpoint entries not released -> why."""
     notes: list[str] = field(default_factory=list)
@@ -214,10 +228,14 @@ def _left_out(checkpoint: Path, released: set[str], convert: bool) -> dict[str, 
     return left_out
 
 
-def plan_upload(checkpoint: str | Path) -> UploadPlan:
-    """Check ``checkpoint`` and decide what is released; raises naming what is missing or wrong."""
+def plan_upload(checkpoint: str | Path, base_model_id: str | None = None, vision_tower_id: str | None = None) -> UploadPlan:
+    """Check ``checkpoint`` and decide what is released; raises naming what is missing or wrong.
+
+    ``base_model_id`` / ``vision_tower_id`` name the Hub ids of the language model and vision tower
+    (by default the training arguments' values when they are Hub ids, else their base names).
+    """
     checkpoint = Path(checkpoint)
-    config = _read_config(checkpoint)
+    config = _without_name_or_path(_read_config(checkpoint))
     weights, convert = _find_weights(checkpoint)
     notes: list[str] = []
     stock = STOCK_CLASSES[config["model_type"]]
@@ -228,10 +246,134 @@ def plan_upload(checkpoint: str | Path) -> UploadPlan:
     files = _find_tokenizer_and_processor(checkpoint, notes)
     if (checkpoint / "generation_config.json").is_file():
         files.insert(0, checkpoint / "generation_config.json")
+    side = (_read_json(checkpoint / "tokenizer_config.json") or {}).get("padding_side", "right")
+    if side != "left":
+        notes.append(f"tokenizer_config.json: padding_side {side!r} -> 'left' (batched generation pads on the left)")
     training_args = _read_training_args(checkpoint, notes)
+    models = _public_models(training_args, {"model_name_or_path": base_model_id, "vision_tower": vision_tower_id},
+                            notes)
+    if training_args is not None:
+        training_args = _strip_local_paths(training_args, models, notes)
+    state = _read_json(checkpoint / TRAINER_STATE_FILE)
     released = {p.name for p in weights + files}
-    return UploadPlan(checkpoint, config, weights, convert, files, training_args,
+    return UploadPlan(checkpoint, config, weights, convert, files, training_args, state, models,
                       _left_out(checkpoint, released, convert), notes)
+
+
+# ---------------------------------------------------------------------------------------------- local paths
+# Nothing of the machine that trained the model is published: model arguments become Hub ids or base
+# names, other paths base names, ``_name_or_path`` keys are dropped, and the built folder is checked.
+
+PATH_KEYS = ("output_dir", "logging_dir", "data_path", "image_folder", "deepspeed", "pretrain_mm_mlp_adapter",
+             "resume_from_checkpoint", "run_name")
+MODEL_KEYS = ("model_name_or_path", "vision_tower")
+NAME_OR_PATH_KEYS = ("_name_or_path", "name_or_path")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_local_path(value: str) -> bool:
+    """A filesystem path, not a Hub id or URL: absolute, home- or dot-relative, or two or more folders deep."""
+    if "://" in value:
+        return False
+    return (value.startswith(("/", "~", "./", "../", "\\")) or re.match(r"[A-Za-z]:[\\/]", value) is not None
+            or value.count("/") >= 2)
+
+
+def _base_name(value: str) -> str:
+    return ",".join(Path(part.strip().rstrip("/\\")).name for part in value.split(","))
+
+
+def _public_models(args: dict[str, Any] | None, overrides: dict[str, str | None], notes: list[str]) -> dict:
+    """The released name of each model argument: the override, a Hub id, or the base name of a local folder.
+
+    Training records which model arguments were local folders (``local_paths``); older argument
+    files fall back to the form of the value.
+    """
+    recorded = args.get("local_paths") if isinstance(args, dict) else None
+    public = {}
+    for key in MODEL_KEYS:
+        value, override = _arg(args, key), overrides.get(key)
+        local = (key in recorded) if isinstance(recorded, list) else (
+            isinstance(value, str) and not _looks_like_hub_id(value))
+        public[key] = override or (_base_name(value) if local and value else value)
+        if local and value and not override:
+            flag = "--base_model_id" if key == "model_name_or_path" else "--vision_tower_id"
+            notes.append(f"{key} was a local folder: released as {public[key]!r}; pass {flag} ORG/NAME to name its "
+                         "Hub id")
+    return public
+
+
+def _strip_local_paths(args: dict[str, Any], models: dict[str, str | None], notes: list[str]) -> dict[str, Any]:
+    """``args`` with model arguments replaced by their released names and every other local path by its base name."""
+    stripped: list[str] = []
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, key) for v in value]
+        if key in MODEL_KEYS and value is not None and value != models.get(key):
+            stripped.append(key)
+            return models.get(key)
+        if isinstance(value, str) and key not in MODEL_KEYS and (
+                _is_local_path(value) or (key in PATH_KEYS and "/" in value)):
+            stripped.append(key)
+            return _base_name(value)
+        return value
+
+    out = walk(args)
+    if stripped:
+        notes.append(f"{TRAINING_ARGS_FILE}: local paths reduced to their base names: {sorted(set(stripped))}")
+    return out
+
+
+def _without_name_or_path(data: Any) -> Any:
+    """``data`` without ``_name_or_path`` / ``name_or_path`` keys at any depth (transformers sets them on load)."""
+    if isinstance(data, dict):
+        return {k: _without_name_or_path(v) for k, v in data.items() if k not in NAME_OR_PATH_KEYS}
+    return data
+
+
+def _local_path_needles(plan: UploadPlan) -> set[str]:
+    """Absolute paths of this machine that the release must not contain: the checkpoint's and the arguments'."""
+    raw = _read_json(plan.checkpoint / TRAINING_ARGS_FILE) or {}
+    found = {str(plan.checkpoint.resolve())}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str):
+            found.update(part.strip() for part in value.split(",") if os.path.isabs(part.strip()))
+
+    walk(raw)
+    needles = set()
+    for path in found:
+        needles.update({path, str(Path(path).parent)})
+    return {n for n in needles if len(Path(n).parts) >= 3}  # "/home/me" and deeper: not "/" or "/tmp"
+
+
+def check_no_local_paths(folder: Path, plan: UploadPlan) -> None:
+    """ValueError naming each file of ``folder`` (weights aside) that contains one of this machine's paths."""
+    needles = sorted(_local_path_needles(plan), key=len, reverse=True)
+    leaks = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".safetensors")):
+        text = path.read_text(errors="replace")
+        hit = next((n for n in needles if n in text), None)
+        if hit:
+            leaks.append(f"{path.relative_to(folder)} ({hit})")
+    if leaks:
+        raise ValueError(f"the release would publish local paths: {leaks}; nothing was uploaded")
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -264,16 +406,18 @@ def _is_previous_upload(folder: Path) -> bool:
 
 
 def build_upload_folder(checkpoint: str | Path, repo_id: str, out_dir: str | Path | None = None, *,
-                        license: str | None = None, base_model: str | None = None) -> Path:
+                        license: str | None = None, base_model_id: str | None = None,
+                        vision_tower_id: str | None = None) -> Path:
     """Assemble exactly the folder that will be uploaded and return its path.
 
     ``out_dir`` defaults to :func:`default_out_dir`; an earlier upload folder there is replaced only
-    once the new one is complete (built in a temporary sibling, then renamed). ``license`` and
-    ``base_model`` override what the training arguments say (both go into the card's front matter).
+    once the new one is complete (built in a temporary sibling, then renamed). ``license``,
+    ``base_model_id`` and ``vision_tower_id`` override what the training arguments say. The folder
+    holds no path of this machine (checked before it is put in place).
     """
     check_repo_id(repo_id)
     checkpoint = Path(checkpoint)
-    plan = plan_upload(checkpoint)
+    plan = plan_upload(checkpoint, base_model_id, vision_tower_id)
     out = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint)
     _check_out_dir(out, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -282,16 +426,31 @@ def build_upload_folder(checkpoint: str | Path, repo_id: str, out_dir: str | Pat
         _write_weights(plan, staging)
         (staging / "config.json").write_text(json.dumps(plan.config, indent=2, sort_keys=True) + "\n")
         for path in plan.files:
-            copy = shutil.copytree if path.is_dir() else shutil.copy2
-            copy(path, staging / path.name)
+            _copy_release_file(path, staging / path.name)
         if plan.training_args is not None:
             (staging / TRAINING_ARGS_FILE).write_text(json.dumps(plan.training_args, indent=2) + "\n")
-        (staging / "README.md").write_text(model_card(plan, repo_id, license=license, base_model=base_model))
+        (staging / "README.md").write_text(model_card(plan, repo_id, license=license))
+        check_no_local_paths(staging, plan)
         _replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _copy_release_file(path: Path, target: Path) -> None:
+    """Copy a tokenizer / processor / generation file; JSON ones lose ``_name_or_path`` keys, and the tokenizer
+    is saved to pad on the left (what batched generation needs)."""
+    if path.is_dir():
+        shutil.copytree(path, target)
+        return
+    if path.suffix != ".json" or path.name.endswith(".index.json"):
+        shutil.copy2(path, target)
+        return
+    data = _without_name_or_path(json.loads(path.read_text()))
+    if path.name == "tokenizer_config.json":
+        data["padding_side"] = "left"
+    target.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def _write_weights(plan: UploadPlan, staging: Path) -> None:
@@ -377,10 +536,10 @@ def _fmt(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def model_card(plan: UploadPlan, repo_id: str, license: str | None = None, base_model: str | None = None) -> str:
+def model_card(plan: UploadPlan, repo_id: str, license: str | None = None) -> str:
     """The ``README.md`` of the release: YAML front matter, then the sections a user needs."""
     args = plan.training_args
-    base_model = base_model or _arg(args, "model_name_or_path")
+    base_model = plan.models.get("model_name_or_path")
     is_next = plan.model_type == "llava_next"
     data = ModelCardData(
         library_name="transformers", pipeline_tag="image-text-to-text",
@@ -399,8 +558,8 @@ def model_card(plan: UploadPlan, repo_id: str, license: str | None = None, base_
         f"standard transformers format (`{STOCK_CLASSES[plan.model_type]}`); the schedule is stored in "
         "`config.json` under `pdrop`.\n",
         _schedule_section(plan.config),
-        _model_section(plan.config, args, base_model),
-        _training_section(args),
+        _model_section(plan.config, args, plan.models),
+        _training_section(args, plan.trainer_state),
         _usage_section(repo_id, plan),
         f"## Citation\n\n{CITATION}\n",
     ]
@@ -413,16 +572,14 @@ def _schedule_section(config: dict[str, Any]) -> str:
         return ("## PyramidDrop schedule\n\nThis model was trained without PyramidDrop: its config holds no schedule, "
                 "so every image token goes through every layer. The drop can still be applied at inference "
                 "(plug-and-play) by passing `pdrop_config=PDropConfig(...)` to `from_pretrained` (see below).\n")
-    layers = list(schedule["layer_list"])
-    total = config.get("text_config", {}).get("num_hidden_layers")
+    pdrop = PDropConfig.from_dict(schedule, where=f"config.json 'pdrop' ({schedule!r})")
+    total = _num_layers(config)
     n0 = _image_tokens_per_image(config)
     rows = ["| stage | layers | image tokens kept (% of the input) |" + (f" of one {n0}-token image |" if n0 else ""),
             "|---|---|---|" + ("---|" if n0 else "")]
-    bounds = [0] + layers + [total]
-    for stage, ratio in enumerate([1.0] + list(schedule["image_token_ratio_list"])):
-        first, last = bounds[stage] + 1, bounds[stage + 1]
-        span = f"{first}-" if last is None else (f"{first}" if first == last else f"{first}-{last}")
-        rows.append(f"| {stage} | {span} | {100 * ratio:.4g} % |" + (f" {math.floor(n0 * ratio)} |" if n0 else ""))
+    for stage, (span, ratio) in enumerate(zip(pdrop.stage_layers(total), [1.0, *pdrop.image_token_ratio_list])):
+        rows.append(f"| {stage} | {span.start}-{span.stop - 1} | {100 * ratio:.4g} % |" +
+                    (f" {math.floor(n0 * ratio)} |" if n0 else ""))
     if config["model_type"] == "llava_next":
         pool = ("A sample's pool is all its image tokens (base image, any-resolution crops, newline tokens), so N0 "
                 "varies with the image's aspect ratio.")
@@ -431,10 +588,22 @@ def _schedule_section(config: dict[str, Any]) -> str:
     positions = {"compact": "renumbered without gaps, as the paper's code",
                  "original": "each token keeps its input position"}
     mode = schedule.get("position_mode", "compact")
-    return (f"## PyramidDrop schedule\n\nDrops after layers {', '.join(map(str, layers))} of {total}; after each "
+    starts = ", ".join(str(span.start) for span in pdrop.stage_layers(total)[1:])
+    return (f"## PyramidDrop schedule\n\n{pdrop.num_stages} stages over the {total} decoder layers, numbered from 0 "
+            f"as `python -m llava.quicklook` prints them: image tokens are dropped before layers {starts}. After each "
             "drop a sample keeps `floor(N0 * ratio)` of its N0 input image tokens, ranked by the last instruction "
             f"token's attention; text tokens are never dropped. {pool}\n\n" + "\n".join(rows) +
             f"\n\nPosition ids after a drop: `{mode}` ({positions.get(mode, mode)}).\n")
+
+
+def _num_layers(config: dict[str, Any]) -> int:
+    """The language model's depth; transformers leaves a default value out of a saved sub-config."""
+    text = config.get("text_config", {})
+    if text.get("num_hidden_layers"):
+        return int(text["num_hidden_layers"])
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(text.get("model_type", "llama")).num_hidden_layers
 
 
 def _image_tokens_per_image(config: dict[str, Any]) -> int | None:
@@ -446,13 +615,13 @@ def _image_tokens_per_image(config: dict[str, Any]) -> int | None:
     return patches + (config.get("vision_feature_select_strategy") == "full")
 
 
-def _model_section(config: dict[str, Any], args: dict[str, Any] | None, base_model: str | None) -> str:
+def _model_section(config: dict[str, Any], args: dict[str, Any] | None, models: dict[str, str | None]) -> str:
+    """Base models (as released: Hub ids or base names), projector and data (file names only)."""
     text, vision = config.get("text_config", {}), config.get("vision_config", {})
-    llm = (f"{text.get('model_type', '?')}, {text.get('num_hidden_layers', '?')} layers, "
-           f"hidden size {text.get('hidden_size', '?')}")
+    llm = f"{text.get('model_type', '?')}, {_num_layers(config)} layers, hidden size {text.get('hidden_size', '?')}"
     tower = (f"{vision.get('model_type', '?')}, {vision.get('image_size', '?')} px, "
              f"patch {vision.get('patch_size', '?')}")
-    vision_tower = _arg(args, "vision_tower")
+    base_model, vision_tower = models.get("model_name_or_path"), models.get("vision_tower")
     rows = [("Base language model", f"`{base_model}` ({llm})" if base_model else llm),
             ("Vision tower", f"`{vision_tower}` ({tower})" if vision_tower else tower),
             ("Projector", _arg(args, "mm_projector_type") or "mlp2x_gelu (transformers' LLaVA projector)")]
@@ -481,7 +650,22 @@ def _training_stage(args: dict[str, Any]) -> str:
     return stage
 
 
-def _training_section(args: dict[str, Any] | None) -> str:
+def _length_rows(args: dict[str, Any], state: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """What ran: optimizer steps (and the max_steps that ended them) and the epochs they amount to."""
+    max_steps = _arg(args, "max_steps")
+    by_steps = isinstance(max_steps, int) and max_steps > 0
+    if state is None:
+        if by_steps:
+            return [("optimizer steps", f"max_steps={max_steps}"),
+                    ("epochs", "not recorded (no trainer_state.json in the checkpoint)")]
+        return [("epochs", _arg(args, "num_train_epochs"))]
+    epochs = float(state.get("epoch") or 0)
+    ended = f"max_steps={max_steps}" if by_steps else f"num_train_epochs={_fmt(_arg(args, 'num_train_epochs'))}"
+    return [("optimizer steps", f"{state.get('global_step')} ({ended})"),
+            ("epochs", f"{epochs:.3g}" + (f" (what max_steps={max_steps} amounts to)" if by_steps else ""))]
+
+
+def _training_section(args: dict[str, Any] | None, state: dict[str, Any] | None = None) -> str:
     if args is None:
         return (f"## Training arguments\n\nUnknown: the checkpoint was released without `{TRAINING_ARGS_FILE}` "
                 "(written by this package's training code).\n")
@@ -495,7 +679,7 @@ def _training_section(args: dict[str, Any] | None) -> str:
     elif deepspeed:
         deepspeed = Path(str(deepspeed)).name
     precision = next((p for p in ("bf16", "fp16") if _arg(args, p)), None)
-    rows = [("stage", _training_stage(args)), ("epochs", _arg(args, "num_train_epochs")), ("global batch", batch),
+    rows = [("stage", _training_stage(args)), *_length_rows(args, state), ("global batch", batch),
             ("learning rate", _arg(args, "learning_rate")), ("projector learning rate", _arg(args, "mm_projector_lr")),
             ("vision tower learning rate", _arg(args, "mm_vision_tower_lr")),
             ("LR schedule", _arg(args, "lr_scheduler_type")),
@@ -593,8 +777,13 @@ def push(folder: str | Path, repo_id: str, private: bool, commit_message: str, t
         raise PermissionError(f"{repo_id} already exists and is public; --private cannot make it private: change its "
                               "visibility on the Hub first, or release to a new repository")
     commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                               commit_message=commit_message)
+                               commit_message=commit_message, allow_patterns=upload_files(folder))
     return getattr(commit, "commit_url", None) or str(commit)
+
+
+def upload_files(folder: Path) -> list[str]:
+    """The files of ``folder`` that :func:`push` uploads (relative, sorted): what the dry run lists, exactly."""
+    return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -608,11 +797,12 @@ def _size(num_bytes: int) -> str:
     raise AssertionError
 
 
-def describe(folder: Path, plan: UploadPlan) -> str:
-    """The printed summary: the files with sizes, what was left out and why, notes."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+def describe(folder: Path, plan: UploadPlan, repo_id: str) -> str:
+    """The printed summary: every file that is uploaded (with sizes), what was left out and why, notes."""
+    files = [folder / name for name in upload_files(folder)]
     total = sum(p.stat().st_size for p in files)
-    lines = [f"upload folder: {folder} ({len(files)} files, {_size(total)})"]
+    lines = [f"upload folder: {folder}",
+             f"uploaded to https://huggingface.co/{repo_id}: these {len(files)} files ({_size(total)}), nothing else"]
     lines += [f"  {str(p.relative_to(folder)):<40} {_size(p.stat().st_size):>10}" for p in files]
     if plan.left_out:
         lines.append(f"left out of {plan.checkpoint}:")
@@ -630,8 +820,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out_dir", default=None, help="upload folder (default: <checkpoint>-hub-upload, a sibling)")
     parser.add_argument("--commit_message", default=None, help="default: 'Upload <checkpoint name>'")
     parser.add_argument("--license", default=None, help="license id for the card, e.g. apache-2.0, llama2")
-    parser.add_argument("--base_model", default=None, help="Hub id of the base model (default: --model_name_or_path "
-                        "of the training arguments when it is a Hub id)")
+    parser.add_argument("--base_model_id", "--base_model", default=None, help=(
+        "Hub id of the base language model (default: --model_name_or_path of the training arguments when it is a "
+        "Hub id, else the base name of its local folder)"))
+    parser.add_argument("--vision_tower_id", default=None, help=(
+        "Hub id of the vision tower (default: --vision_tower of the training arguments when it is a Hub id, else "
+        "the base name of its local folder)"))
     return parser.parse_args(argv)
 
 
@@ -639,8 +833,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     checkpoint = Path(args.checkpoint)
     folder = build_upload_folder(checkpoint, args.repo_id, args.out_dir, license=args.license,
-                                 base_model=args.base_model)
-    print(describe(folder, plan_upload(checkpoint)))
+                                 base_model_id=args.base_model_id, vision_tower_id=args.vision_tower_id)
+    print(describe(folder, plan_upload(checkpoint, args.base_model_id, args.vision_tower_id), args.repo_id))
     if args.dry_run:
         print(f"dry run: nothing uploaded; to publish, run again without --dry_run (repository {args.repo_id})")
         return

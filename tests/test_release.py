@@ -6,6 +6,7 @@ Tiny random checkpoints in temporary folders; nothing touches the network (``HfA
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -110,7 +111,8 @@ def test_folder_holds_release_files_and_no_training_state(released):
     assert folder == checkpoint.parent / "llava-tiny-pdrop-hub-upload"  # a sibling, not inside
     assert {p.name for p in folder.iterdir()} == RELEASE_FILES
     args = (folder / "llava_training_args.json").read_text()
-    assert "hf_do_not_publish" not in args and json.loads(args)["data_args"] == TRAINING_ARGS["data_args"]
+    assert "hf_do_not_publish" not in args and json.loads(args)["data_args"] == {
+        **TRAINING_ARGS["data_args"], "data_path": "llava_v1_5_mix665k.json", "image_folder": "images"}
     assert not [p for p in checkpoint.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
@@ -146,7 +148,7 @@ def test_card_front_matter_and_sections(released):
     assert {"llava", "pyramiddrop"} <= set(meta["tags"])
     assert meta["base_model"] == "lmsys/vicuna-7b-v1.5" and meta["license"] == "apache-2.0"
     assert ModelCard.load(folder / "README.md").data.base_model == "lmsys/vicuna-7b-v1.5"
-    for row in ("| 0 | 1 | 100 % | 16 |", "| 1 | 2 | 50 % | 8 |", "| 2 | 3 | 25 % | 4 |", "| 3 | 4 | 12.5 % | 2 |"):
+    for row in ("| 0 | 0-0 | 100 % | 16 |", "| 1 | 1-1 | 50 % | 8 |", "| 2 | 2-2 | 25 % | 4 |", "| 3 | 3-3 | 12.5 % | 2 |"):
         assert row in text
     for fact in ("openai/clip-vit-large-patch14-336", "`llava_v1_5_mix665k.json`", "| template | vicuna_v1 |",
                  "| learning rate | 2e-05 |", "| global batch | 128 |", "| epochs | 1 |", "| stage | finetuning |",
@@ -172,7 +174,7 @@ def test_next_checkpoint_gets_next_classes(tmp_path):
     assert 'LlavaNextForConditionalGeneration.from_pretrained("org/next"' in text
     assert 'PDropLlavaNextForConditionalGeneration.from_pretrained("org/next"' in text
     assert "PDropLlavaForConditionalGeneration" not in text and " LlavaForConditionalGeneration" not in text
-    assert "processor.apply_chat_template" in text and "| 3 | 4 | 12.5 % |\n" in text  # N0 varies: no count column
+    assert "processor.apply_chat_template" in text and "| 3 | 3-3 | 12.5 % |\n" in text  # N0 varies: no count column
     assert_same_weights(LlavaNextForConditionalGeneration.from_pretrained(folder), model)
     assert PDropLlavaNextForConditionalGeneration.from_pretrained(folder).pdrop_config == SCHEDULE
 
@@ -186,7 +188,7 @@ def test_without_schedule_or_training_args_the_card_says_so(tmp_path):
     text = (folder / "README.md").read_text()
     assert "trained without PyramidDrop" in text
     assert "Training arguments\n\nUnknown" in text and "base_model" not in front_matter(text)
-    card = (build_upload_folder(checkpoint, "org/plain", base_model="lmsys/vicuna-7b-v1.5") / "README.md").read_text()
+    card = (build_upload_folder(checkpoint, "org/plain", base_model_id="lmsys/vicuna-7b-v1.5") / "README.md").read_text()
     assert front_matter(card)["base_model"] == "lmsys/vicuna-7b-v1.5"
     assert json.loads((folder / "config.json").read_text())["architectures"] == ["LlavaForConditionalGeneration"]
     assert not (folder / "llava_training_args.json").exists()
@@ -343,7 +345,7 @@ def test_main_pushes_the_folder(released, tmp_path, fake_hub, capsys):
         ("init", None),
         ("create_repo", "org/name", {"private": True, "exist_ok": True, "repo_type": "model"}),
         ("upload_folder", {"folder_path": str(tmp_path / "up"), "repo_id": "org/name", "repo_type": "model",
-                           "commit_message": "first release"}),
+                           "commit_message": "first release", "allow_patterns": sorted(RELEASE_FILES)}),
     ]
     assert "https://huggingface.co/org/name/commit/abc" in capsys.readouterr().out
 
@@ -357,3 +359,112 @@ def test_push_returns_the_commit_url_and_keeps_private_releases_private(released
     with pytest.raises(PermissionError, match="already exists and is public"):
         push(folder, "org/name", private=True, commit_message="m")
     assert fake_hub.calls[-1][0] == "create_repo"  # nothing uploaded
+
+
+# ------------------------------------------------------------------------------------------- privacy and what ran
+
+
+def local_checkpoint(root: Path, **extra_state):
+    """A checkpoint trained from local folders, as this machine leaves it: its paths in every file that holds one."""
+    llm, tower = root / "models" / "my-vicuna", root / "models" / "my-clip"
+    llm.mkdir(parents=True)
+    tower.mkdir()
+    args = json.loads(json.dumps(TRAINING_ARGS))
+    args["model_args"].update(model_name_or_path=str(llm), vision_tower=str(tower),
+                              pretrain_mm_mlp_adapter=str(root / "pre" / "mm_projector.bin"))
+    args["data_args"].update(data_path=f"{root}/data/a.json,{root}/data/b.jsonl", image_folder=str(root / "images"))
+    args["training_args"].update(output_dir=str(root / "run"), logging_dir=str(root / "run" / "runs"),
+                                 run_name=str(root / "run"), max_steps=12, deepspeed=str(root / "zero3.json"))
+    args["local_paths"] = ["model_name_or_path", "vision_tower"]
+    checkpoint, model = make_checkpoint(root / "run", training_args=args, decoys=False)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["_name_or_path"] = str(checkpoint)
+    config["text_config"]["_name_or_path"] = str(llm)
+    config["vision_config"]["_name_or_path"] = str(tower)
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    tokenizer = json.loads((checkpoint / "tokenizer_config.json").read_text())
+    (checkpoint / "tokenizer_config.json").write_text(json.dumps({**tokenizer, "name_or_path": str(llm)}))
+    (checkpoint / "trainer_state.json").write_text(json.dumps(
+        {"global_step": 12, "max_steps": 12, "epoch": 0.1371, "num_train_epochs": 1, **extra_state}))
+    return checkpoint, model
+
+
+def test_release_publishes_no_local_path(tmp_path):
+    checkpoint, model = local_checkpoint(tmp_path / "machine")
+    folder = build_upload_folder(checkpoint, "org/name", tmp_path / "up")
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix != ".safetensors":
+            assert str(tmp_path) not in path.read_text(), path.name
+    args = json.loads((folder / "llava_training_args.json").read_text())
+    assert args["model_args"]["model_name_or_path"] == "my-vicuna" and args["model_args"]["vision_tower"] == "my-clip"
+    assert args["data_args"]["data_path"] == "a.json,b.jsonl" and args["training_args"]["output_dir"] == "run"
+    assert args["training_args"]["deepspeed"] == "zero3.json"
+    card = (folder / "README.md").read_text()
+    assert "| Base language model | `my-vicuna` (llama," in card and "| Vision tower | `my-clip` (clip_vision_model," in card
+    assert "base_model" not in front_matter(card)  # a folder name is not a Hub id
+    assert_same_weights(LlavaForConditionalGeneration.from_pretrained(folder), model)
+
+    named = build_upload_folder(checkpoint, "org/name", tmp_path / "up", base_model_id="lmsys/vicuna-7b-v1.5",
+                                vision_tower_id="openai/clip-vit-large-patch14-336")
+    card = (named / "README.md").read_text()
+    assert front_matter(card)["base_model"] == "lmsys/vicuna-7b-v1.5"
+    assert "`openai/clip-vit-large-patch14-336` (clip_vision_model" in card
+    assert json.loads((named / "llava_training_args.json").read_text())["model_args"]["model_name_or_path"] == \
+        "lmsys/vicuna-7b-v1.5"
+
+
+def test_a_path_left_in_any_file_stops_the_release(tmp_path):
+    checkpoint, _ = local_checkpoint(tmp_path / "machine")
+    (checkpoint / "chat_template.jinja").write_text(f"{{# written in {checkpoint} #}}{{{{ messages }}}}")
+    with pytest.raises(ValueError, match=f"would publish local paths: \\['chat_template.jinja \\({checkpoint}"):
+        build_upload_folder(checkpoint, "org/name", tmp_path / "up")
+    assert not (tmp_path / "up").exists()
+
+
+def test_card_reports_what_ran_with_quicklook_layer_numbers(tmp_path, capsys):
+    from llava.quicklook import main as quicklook
+
+    checkpoint, _ = local_checkpoint(tmp_path / "machine")
+    card = (build_upload_folder(checkpoint, "org/name", tmp_path / "up") / "README.md").read_text()
+    assert "| optimizer steps | 12 (max_steps=12) |" in card and "| epochs | 0.137 (what max_steps=12 amounts to) |" in card
+    quicklook([])  # the tiny preset and schedule: the same model shape as this checkpoint
+    printed = re.findall(r"layers (\d+-\d+)", capsys.readouterr().out)
+    carded = re.findall(r"^\| \d \| (\d+-\d+) \|", card, flags=re.MULTILINE)
+    assert printed and carded == printed
+    assert "image tokens are dropped before layers 1, 2, 3" in card
+
+
+def test_release_tokenizer_pads_on_the_left(tmp_path):
+    checkpoint, _ = make_checkpoint(tmp_path / "ckpt", decoys=False)
+    config = json.loads((checkpoint / "tokenizer_config.json").read_text())
+    (checkpoint / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "right"}))
+    folder = build_upload_folder(checkpoint, "org/name")
+    assert AutoTokenizer.from_pretrained(folder).padding_side == "left"
+    assert any("padding_side 'right' -> 'left'" in note for note in release.plan_upload(checkpoint).notes)
+
+
+def test_dry_run_lists_exactly_the_files_push_uploads(released, tmp_path, fake_hub, capsys):
+    checkpoint, _, _ = released
+    main(["--checkpoint", str(checkpoint), "--repo_id", "org/name", "--dry_run", "--out_dir", str(tmp_path / "up")])
+    listed = capsys.readouterr().out.split("nothing else\n")[1].split("left out of")[0].split()[::3]
+    push(tmp_path / "up", "org/name", private=False, commit_message="m")
+    uploaded = fake_hub.calls[-1][1]["allow_patterns"]
+    assert listed == uploaded == sorted(RELEASE_FILES)
+
+
+def test_a_trained_run_is_released_without_paths_of_this_machine(assets, tmp_path):
+    from llava.train.train import main as train
+    from tests.train.conftest import train_argv
+
+    out = tmp_path / "run"
+    train(train_argv(assets, out, max_steps=2, save_steps=2))
+    assert json.loads((out / "llava_training_args.json").read_text())["local_paths"] == ["model_name_or_path",
+                                                                                          "vision_tower"]
+    folder = build_upload_folder(out, "org/name")
+    roots = {str(tmp_path), str(assets["llm"].parent)}
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix != ".safetensors":
+            text = path.read_text()
+            assert not [root for root in roots if root in text], path.name
+    card = (folder / "README.md").read_text()
+    assert "| optimizer steps | 2 (max_steps=2) |" in card and "| Base language model | `llm` (llama" in card

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..paths import TRAINER_STATE_FILE
+
 MANIFEST = "llava_manifest.json"
-TRAINER_STATE = "trainer_state.json"  # HF's name; save_final writes one next to the final model too
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 FORMAT = 1
 CHUNK = 1 << 20
@@ -139,7 +140,7 @@ def find_resume_checkpoint(training_args) -> str | None:
 
 
 def read_trainer_state(folder: str | Path) -> dict | None:
-    path = Path(folder) / TRAINER_STATE
+    path = Path(folder) / TRAINER_STATE_FILE
     if not path.is_file():
         return None
     try:

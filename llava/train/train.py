@@ -26,11 +26,11 @@ import transformers
 from ..data import DataCollatorForSupervisedDataset, ImagePreprocessor, LazySupervisedDataset
 from ..model.assemble import VisionSpec, assemble_llava, for_generation, is_llava_checkpoint, load_projector
 from ..model.builder import llava_class
-from ..paths import TRAINING_ARGS_FILE
+from ..paths import TRAINER_STATE_FILE, TRAINING_ARGS_FILE
 from ..pdrop.args import add_deprecated_aliases
 from ..pdrop.flops import ModelShape
 from .arguments import DataArguments, ModelArguments, TrainingArguments
-from .checkpoints import TRAINER_STATE, find_resume_checkpoint, refuse_finished_run
+from .checkpoints import find_resume_checkpoint, refuse_finished_run
 from .preflight import check_answer_coverage, check_free_space, check_output_dir, remove_bad_images
 from .trainer import STAGING, LLaVATrainer, training_args_json
 
@@ -274,7 +274,7 @@ def save_final(trainer: LLaVATrainer, processor, training_args) -> None:
     trainer.save_extras(staged)
     if training_args.should_save:
         processor.save_pretrained(staged)
-        trainer.state.save_to_json(str(staged / TRAINER_STATE))  # where the run ended: a rerun knows it is finished
+        trainer.state.save_to_json(str(staged / TRAINER_STATE_FILE))  # where the run ended (a rerun sees it)
         publish(staged, out)
     trainer.accelerator.wait_for_everyone()
 

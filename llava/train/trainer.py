@@ -208,7 +208,11 @@ def encode_images(llava, inputs: dict, dummy_image: dict | None) -> dict:
 
 
 def training_args_json(model_args, data_args, training_args) -> str:
-    """The three argument sets as JSON (what ``llava.release`` puts on the model card)."""
+    """The three argument sets as JSON (what ``llava.release`` puts on the model card).
+
+    ``local_paths`` names the model arguments that were local folders here (not Hub ids), so a
+    release can tell ``org/model`` from a relative path ``checkpoints/model`` and never publish it.
+    """
     def plain(obj) -> dict:
         out = {}
         for key, value in vars(obj).items():
@@ -217,5 +221,8 @@ def training_args_json(model_args, data_args, training_args) -> str:
             out[key] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
         return out
 
+    models = {"model_name_or_path": model_args.model_name_or_path,
+              "vision_tower": getattr(model_args, "vision_tower", None)}
+    local = sorted(key for key, value in models.items() if value and os.path.exists(value))
     return json.dumps({"model_args": plain(model_args), "data_args": plain(data_args),
-                       "training_args": training_args.to_dict()}, indent=1, default=str)
+                       "training_args": training_args.to_dict(), "local_paths": local}, indent=1, default=str)
