@@ -15,6 +15,7 @@ Launch::
         --question_file playground/data/eval/pope/llava_pope_test.jsonl --image_folder playground/data/eval/pope/val2014 \\
         --answers_file answers.jsonl --batch_size 8 --max_new_tokens 16
     python -m llava.eval.run ... --layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]' --drop_method fastv
+    python -m llava.eval.run ... --coarse_to_fine --batch_size 1    # huge images: llava/eval/coarse_to_fine.py
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from tqdm import tqdm
 from ..data.collator import concat_pixel_values
 from ..data.images import ImageError, ImagePreprocessor, load_image
 from ..data.templates import tokenize_conversation
+from ..pyramid.args import CoarseToFineRequest, add_coarse_to_fine_args
 from .chunks import answer_key, chunk_of, read_jsonl
+from .cli import cli_main
+from .coarse_to_fine import results_metadata, with_coarse_to_fine
 from .loading import add_model_args, default_aspect_ratio, load_for_eval
 from .questions import read_questions
 
@@ -179,15 +183,18 @@ def drop_torn_last_line(path: Path, fd: int) -> None:
 
 def run(args: argparse.Namespace, model=None, processor=None) -> Path:
     """Answer the chunk's unanswered questions; returns the answers file."""
+    coarse_to_fine = CoarseToFineRequest.from_args(args)  # None without --coarse_to_fine; flags checked before loading
     if model is None:
         model, processor = load_for_eval(args)
     aspect = args.image_aspect_ratio or default_aspect_ratio(model.config)
     answerer = Answerer(model, processor, args.conv_mode, args.image_folder, aspect, args.single_pred_prompt,
                         args.skip_missing)
+    answerer = with_coarse_to_fine(answerer, coarse_to_fine)  # llava/eval/coarse_to_fine.py
     questions = chunk_of(read_questions(args.question_file), args.num_chunks, args.chunk_idx)
     out = Path(args.answers_file)
     model_id = args.model_id or Path(str(args.model_path)).name
-    metadata = {"pdrop": None if model.pdrop_config is None else model.pdrop_config.to_dict()}
+    metadata = {"pdrop": None if model.pdrop_config is None else model.pdrop_config.to_dict(),
+                "coarse_to_fine": results_metadata(answerer)}
     generate_kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, num_beams=args.num_beams,
                            pad_token_id=processor.tokenizer.pad_token_id)
     if args.temperature > 0:
@@ -213,6 +220,7 @@ def run(args: argparse.Namespace, model=None, processor=None) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Answer a question JSONL with a LLaVA model (batched, chunked, resumable).")
     add_model_args(parser)
+    add_coarse_to_fine_args(parser)
     parser.add_argument("--model_id", help="name written into the answers (default: the folder name)")
     parser.add_argument("--question_file", required=True, help=".jsonl, ScienceQA .json or MMBench .tsv")
     parser.add_argument("--image_folder", help="folder the questions' image paths are relative to")
@@ -234,4 +242,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.eval.run")
