@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def iter_jsonl(path: str | Path) -> Iterator:
-    """The records of a JSONL file, streamed; blank lines skipped, a malformed or non-UTF-8 line names the file and line."""
+    """The records of a JSONL file, streamed; blank lines skipped; a malformed or non-UTF-8 line names file and line."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:

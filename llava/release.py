@@ -228,7 +228,8 @@ def _left_out(checkpoint: Path, released: set[str], convert: bool) -> dict[str, 
     return left_out
 
 
-def plan_upload(checkpoint: str | Path, base_model_id: str | None = None, vision_tower_id: str | None = None) -> UploadPlan:
+def plan_upload(checkpoint: str | Path, base_model_id: str | None = None,
+                vision_tower_id: str | None = None) -> UploadPlan:
     """Check ``checkpoint`` and decide what is released; raises naming what is missing or wrong.
 
     ``base_model_id`` / ``vision_tower_id`` name the Hub ids of the language model and vision tower

@@ -148,7 +148,8 @@ def test_card_front_matter_and_sections(released):
     assert {"llava", "pyramiddrop"} <= set(meta["tags"])
     assert meta["base_model"] == "lmsys/vicuna-7b-v1.5" and meta["license"] == "apache-2.0"
     assert ModelCard.load(folder / "README.md").data.base_model == "lmsys/vicuna-7b-v1.5"
-    for row in ("| 0 | 0-0 | 100 % | 16 |", "| 1 | 1-1 | 50 % | 8 |", "| 2 | 2-2 | 25 % | 4 |", "| 3 | 3-3 | 12.5 % | 2 |"):
+    for row in ("| 0 | 0-0 | 100 % | 16 |", "| 1 | 1-1 | 50 % | 8 |", "| 2 | 2-2 | 25 % | 4 |",
+                "| 3 | 3-3 | 12.5 % | 2 |"):
         assert row in text
     for fact in ("openai/clip-vit-large-patch14-336", "`llava_v1_5_mix665k.json`", "| template | vicuna_v1 |",
                  "| learning rate | 2e-05 |", "| global batch | 128 |", "| epochs | 1 |", "| stage | finetuning |",
@@ -188,7 +189,8 @@ def test_without_schedule_or_training_args_the_card_says_so(tmp_path):
     text = (folder / "README.md").read_text()
     assert "trained without PyramidDrop" in text
     assert "Training arguments\n\nUnknown" in text and "base_model" not in front_matter(text)
-    card = (build_upload_folder(checkpoint, "org/plain", base_model_id="lmsys/vicuna-7b-v1.5") / "README.md").read_text()
+    named = build_upload_folder(checkpoint, "org/plain", base_model_id="lmsys/vicuna-7b-v1.5")
+    card = (named / "README.md").read_text()
     assert front_matter(card)["base_model"] == "lmsys/vicuna-7b-v1.5"
     assert json.loads((folder / "config.json").read_text())["architectures"] == ["LlavaForConditionalGeneration"]
     assert not (folder / "llava_training_args.json").exists()
@@ -400,7 +402,8 @@ def test_release_publishes_no_local_path(tmp_path):
     assert args["data_args"]["data_path"] == "a.json,b.jsonl" and args["training_args"]["output_dir"] == "run"
     assert args["training_args"]["deepspeed"] == "zero3.json"
     card = (folder / "README.md").read_text()
-    assert "| Base language model | `my-vicuna` (llama," in card and "| Vision tower | `my-clip` (clip_vision_model," in card
+    assert "| Base language model | `my-vicuna` (llama," in card
+    assert "| Vision tower | `my-clip` (clip_vision_model," in card
     assert "base_model" not in front_matter(card)  # a folder name is not a Hub id
     assert_same_weights(LlavaForConditionalGeneration.from_pretrained(folder), model)
 
@@ -426,7 +429,8 @@ def test_card_reports_what_ran_with_quicklook_layer_numbers(tmp_path, capsys):
 
     checkpoint, _ = local_checkpoint(tmp_path / "machine")
     card = (build_upload_folder(checkpoint, "org/name", tmp_path / "up") / "README.md").read_text()
-    assert "| optimizer steps | 12 (max_steps=12) |" in card and "| epochs | 0.137 (what max_steps=12 amounts to) |" in card
+    assert "| optimizer steps | 12 (max_steps=12) |" in card
+    assert "| epochs | 0.137 (what max_steps=12 amounts to) |" in card
     quicklook([])  # the tiny preset and schedule: the same model shape as this checkpoint
     printed = re.findall(r"layers (\d+-\d+)", capsys.readouterr().out)
     carded = re.findall(r"^\| \d \| (\d+-\d+) \|", card, flags=re.MULTILINE)

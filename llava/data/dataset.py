@@ -111,7 +111,8 @@ def _generate_records(files: list[dict], several_files: bool, code_hash: str = "
             default_id = f"{Path(path).name}:{index}" if several_files else str(index)
             yield normalise_record(record, index, default_id, path)
         if empty:
-            raise ValueError(f"data file {path} holds no records (it is empty{'' if path.endswith('.jsonl') else ' or []'})")
+            what = "it is empty" if path.endswith(".jsonl") else "it is empty or []"
+            raise ValueError(f"data file {path} holds no records ({what})")
 
 
 def _read_records(path: str):
@@ -123,8 +124,8 @@ def _read_records(path: str):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {error.start}: {error.reason}); save the file as UTF-8") \
-            from None
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {error.start}: {error.reason}); save the file as "
+                         "UTF-8") from None
     if not text.strip():
         return
     try:

@@ -86,8 +86,8 @@ def verify_manifest(folder: str | Path) -> None:
     present = {p.relative_to(folder).as_posix(): p for p in _files(folder)}
     extra = sorted(n for n in set(present) - set(listed) if not any(part.startswith(".") for part in n.split("/")))
     missing = sorted(set(listed) - set(present))
-    changed = sorted(n for n in set(listed) & set(present)
-                     if present[n].stat().st_size != listed[n]["size"] or file_sha256(present[n]) != listed[n]["sha256"])
+    changed = sorted(n for n in set(listed) & set(present) if present[n].stat().st_size != listed[n]["size"]
+                     or file_sha256(present[n]) != listed[n]["sha256"])
     problems = [f"{what}: {names[:5]}" for what, names in
                 (("files not listed (added after the save)", extra), ("files missing", missing),
                  ("files changed since the save", changed)) if names]

@@ -100,7 +100,8 @@ def test_a_file_without_records_is_named(tmp_path, name, content, message):
 def test_a_file_that_is_not_utf8_names_the_line(tmp_path, name):
     records = [dict(RECORDS[0], id=f"r{i}") for i in range(3)]
     path = Path(write_records(tmp_path, records, name))
-    lines = path.read_bytes().split(b"\n") if name.endswith(".jsonl") else path.read_bytes().replace(b"}, ", b"},\n").split(b"\n")
+    text = path.read_bytes() if name.endswith(".jsonl") else path.read_bytes().replace(b"}, ", b"},\n")
+    lines = text.split(b"\n")
     lines[1] = lines[1].replace(b"red", "r\u00e9d".encode("latin-1"))  # a Latin-1 byte inside record 1
     path.write_bytes(b"\n".join(lines))
     with pytest.raises(ValueError, match=f"{path}:2: not UTF-8 text"):
@@ -218,8 +219,9 @@ def test_missing_and_corrupt_images(tmp_path, tokenizer, processor, image_dir):
 def test_bad_images_are_found_once_and_removed_from_the_index(tmp_path, tokenizer, processor, image_dir):
     """No substitution: what remains is exactly the good records, each once; a bad one named once."""
     (image_dir / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
-    records = [dict(RECORDS[0], id="bad-1", image="gone.png"), RECORDS[0], dict(RECORDS[0], id="bad-2", image="gone.png"),
-               RECORDS[2], dict(RECORDS[1], id="bad-3", image=["a.png", "garbage.png"]), dict(RECORDS[0], id="good")]
+    records = [dict(RECORDS[0], id="bad-1", image="gone.png"), RECORDS[0],
+               dict(RECORDS[0], id="bad-2", image="gone.png"), RECORDS[2],
+               dict(RECORDS[1], id="bad-3", image=["a.png", "garbage.png"]), dict(RECORDS[0], id="good")]
     dataset = make_dataset(tmp_path, tokenizer, processor, records, image_dir)
     shards = [dataset.find_bad_images(range(r, len(dataset), 2), num_threads=2) for r in (0, 1)]  # two ranks' shares
     bad = sorted(shards[0] + shards[1], key=lambda b: b["index"])

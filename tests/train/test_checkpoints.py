@@ -1,4 +1,4 @@
-"""Resume safety: a finished run is not trained again, only checkpoints training wrote are resumed, no pickled code runs."""
+"""Resume safety: a finished run is not trained again, only checkpoints training wrote resume, no pickled code runs."""
 
 from __future__ import annotations
 
