@@ -181,6 +181,7 @@ def refuse_finished_run(training_args, resume: str | None) -> None:
     if has_final_model(out):
         state = read_trainer_state(out)
         step = f" (step {state.get('global_step')})" if state else ""
-        raise ValueError(f"{out} holds the final model of a finished run{step} and no checkpoint-N to continue from: "
-                         "training again would start over and replace it. Choose another --output_dir (or remove "
-                         "the final model from this one)")
+        why = "no checkpoint-N to continue from" if training_args.auto_resume else "--auto_resume is false"
+        raise ValueError(f"{out} holds the final model of a finished run{step} and {why}: training again would "
+                         "start over and replace it. Choose another --output_dir (or remove the final model from "
+                         "this one)")
