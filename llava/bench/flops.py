@@ -15,6 +15,7 @@ Launch::
     python -m llava.bench.flops --preset llava-next-7b --layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]'
     python -m llava.bench.flops --preset llava-1.5-7b --pdrop_lambda 0.5 --pdrop_stages 4 --json
     python -m llava.bench.flops --preset llava-1.5-7b --pdrop_budget tokens=192      # solve lambda for a budget
+    python -m llava.bench.flops --preset llava-next-7b --coarse_to_fine --image_size 20000x20000   # huge images
 
 The arithmetic lives in :mod:`llava.pdrop.flops` (the schedule's budgets use it too).
 """
@@ -29,6 +30,7 @@ from ..paths import load_model_preset
 from ..pdrop.args import add_schedule_args, schedule_from_args
 from ..pdrop.flops import ModelShape, budget_figures, layer_flops, llm_flops, tokens_per_layer
 from ..pdrop.schedule import PDropConfig
+from .coarse_to_fine import add_flops_args, flops_main
 
 __all__ = ["FlopsReport", "flops_report", "layer_flops", "llm_flops", "main", "tokens_per_layer"]
 
@@ -91,7 +93,10 @@ def main(argv: list[str] | None = None) -> FlopsReport:
     parser.add_argument("--text_tokens", type=int, help="override the preset's text tokens per sample")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_schedule_args(parser, no_pdrop=False)
+    add_flops_args(parser)
     args = parser.parse_args(argv)
+    if args.coarse_to_fine or args.image_size:  # huge images: llava/bench/coarse_to_fine.py
+        return flops_main(args, parser, default_schedule)
     try:
         spec = load_model_preset(args.preset)
         shape = ModelShape.from_preset(spec)
