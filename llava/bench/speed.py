@@ -1,7 +1,12 @@
-"""Speed and memory of PyramidDrop against no drop (and FastV) on one random-weight model.
+"""Speed and memory of PyramidDrop against no drop, FastV and the method's physical limit, in one run.
 
-One run builds a model of the preset's shape once and, for each method in ``--methods``, switches
-its schedule (``model.set_pdrop_config``) and measures:
+One run builds a model of the preset's shape once and measures, for each method in ``--methods``:
+
+* ``none``: PyramidDrop off (the stock forward); ``pdrop``: the schedule; ``fastv``: FastV(K, R);
+* ``ideal``: the schedule's token counts by free slicing (:mod:`llava.bench.ideal`): no ranking, no
+  gather, no mask work. ``pdrop / ideal`` is the share of the possible gain the method's own work costs.
+
+The tasks:
 
 * ``prefill``: one forward of the prompt (``text_tokens`` text + ``image_tokens`` image tokens per
   sample, batch ``--batch_size``) through the *language model only*: ``inputs_embeds`` with random
@@ -14,29 +19,31 @@ its schedule (``model.set_pdrop_config``) and measures:
   (real ``pixel_values`` through the frozen vision tower; language model and projector trained),
   without / with activation checkpointing. SGD without momentum keeps no optimizer state; its
   learning rate is 0 so the shared model stays the same for every method (the update still runs).
-* peak memory of each measurement (CUDA: ``torch.cuda.max_memory_allocated``; CPU: not measured).
-* the FLOPs ratio of the schedule (:mod:`llava.bench.flops`, text tokens included) and the ranking
-  overhead: one prefill under ``torch.profiler``, the time in the ``pdrop/rank`` and
-  ``pdrop/compact`` ranges as a share of that prefill (CUDA: kernel time inside the ranges).
 
-Warmup runs are discarded; times are the median and min of the repeats (CUDA events on GPU,
-``time.perf_counter`` on CPU). Ratios are against ``none``. A task that runs out of memory is
-recorded as ``"oom"`` and the run goes on.
+The arms are interleaved: after the warmup runs of every method, each repeat runs every method once
+(the order rotating), so drift and other load hit all of them alike; times are reported as median,
+min and max, ratios as medians of the per-repeat ratios with their range. Peak memory is measured
+on CUDA (``torch.cuda.max_memory_allocated``). Also recorded: the FLOPs ratio of the schedule
+(:mod:`llava.bench.flops`), the ranking overhead (one profiled prefill: the time in the
+``pdrop/rank`` and ``pdrop/compact`` ranges), and what each prefill and decode step asks of the
+device (:mod:`llava.bench.dispatch`: operator calls, host reads, allocations; per boundary for the
+schedule). On a CPU, the run says when its figures are unreliable (other load, more threads than
+cores, a wide spread). A task that runs out of memory is recorded as ``"oom"`` and the run goes on.
 
 Launch::
 
     python -m llava.bench --preset tiny-llava --device cpu                          # CI smoke
+    python -m llava.bench --preset cpu-mid --device cpu --methods none,pdrop,ideal   # a minute on 2 cores
     python -m llava.bench --preset llava-next-7b --dtype bfloat16 --attn sdpa --batch_size 2 --json out.json
-    python -m llava.bench --preset llava-1.5-7b --batch_size 8 --methods none,pdrop,fastv
-    python -m llava.bench --preset llava-next-7b --batch_size 1 --train_batch_size 2 --tasks prefill,train
+    python -m llava.bench --preset llava-1.5-7b --batch_size 8 --methods none,pdrop,fastv,ideal
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
-import platform
 import shlex
 import statistics
 import sys
@@ -46,20 +53,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import transformers
-from transformers import LlavaNextForConditionalGeneration
+from transformers import DynamicCache, LlavaNextForConditionalGeneration
 from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
 from ..model.builder import build_random_llava
 from ..paths import load_model_preset, load_schedule
-from ..pdrop.decoder import pdrop_decoder_forward
-from ..pdrop.schedule import PDropConfig
 from ..pdrop.args import add_schedule_args, schedule_from_args
+from ..pdrop.decoder import pdrop_decoder_forward
 from ..pdrop.flops import ModelShape
+from ..pdrop.schedule import PDropConfig
+from .dispatch import count_dispatch
 from .flops import flops_report
+from .ideal import ideal_decoder_forward, ideal_training_loss
+from .report import describe_inputs, environment, format_table, reliability, warn_unreliable
 
 TASKS = ("prefill", "decode", "train", "train_ckpt")
-METHODS = ("none", "pdrop", "fastv")
+METHODS = ("none", "pdrop", "fastv", "ideal")
 RANKING_RANGES = ("pdrop/rank", "pdrop/compact")  # record_function ranges of the decoder's ranking and compaction
 TEXT_BEFORE_IMAGE = 2  # prompt layout: a few text tokens, the image tokens, then the rest of the text
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,8 +82,9 @@ class SpeedSettings:
 
     preset: str
     """A ``configs/models/`` preset name or JSON path (shapes and token counts)."""
-    methods: tuple[str, ...] = ("none", "pdrop")
-    """Subset of ``METHODS``: ``none`` (PyramidDrop off), ``pdrop`` (``schedule``), ``fastv``."""
+    methods: tuple[str, ...] = ("none", "pdrop", "ideal")
+    """Subset of ``METHODS``: ``none`` (PyramidDrop off), ``pdrop`` (``schedule``), ``fastv``, ``ideal``
+    (``schedule``'s token counts by free slicing)."""
     tasks: tuple[str, ...] = TASKS
     """Subset of ``TASKS``."""
     schedule: PDropConfig | None = None
@@ -94,7 +104,7 @@ class SpeedSettings:
     warmup: int = 2
     """Untimed runs before the repeats of each measurement."""
     repeats: int = 5
-    """Timed runs of each measurement (median and min reported)."""
+    """Timed runs of each measurement, interleaved across methods (median, min and max reported)."""
     fastv_k: int = 2
     """FastV: drop after this many layers."""
     fastv_ratio: float = 0.5
@@ -113,6 +123,19 @@ class SpeedSettings:
         return self.batch_size if self.train_batch_size is None else self.train_batch_size
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One method: ``schedule`` is what the model runs (``pdrop``, ``fastv``), or the token counts the
+    ``ideal`` arm slices to; ``none`` has none."""
+
+    name: str
+    schedule: PDropConfig | None
+
+    @property
+    def model_schedule(self) -> PDropConfig | None:
+        return None if self.name == "ideal" else self.schedule
+
+
 @dataclass
 class Measurement:
     """Timed repeats of one task for one method."""
@@ -123,8 +146,9 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        median, best = statistics.median(self.times_s), min(self.times_s)
-        out = {"median_ms": 1e3 * median, "min_ms": 1e3 * best, "repeats": len(self.times_s),
+        median, best, worst = statistics.median(self.times_s), min(self.times_s), max(self.times_s)
+        out = {"median_ms": 1e3 * median, "min_ms": 1e3 * best, "max_ms": 1e3 * worst,
+               "spread_pct": 100 * (worst - best) / median, "repeats": len(self.times_s),
                "peak_mem_mib": self.peak_mem_mib, "base_mem_mib": self.base_mem_mib, **self.extra}
         tokens = self.extra.get("tokens_per_step")
         if tokens is not None:
@@ -144,6 +168,9 @@ class Bench:
     train_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # input_ids, labels, pixel_values, ...
     optimizer: torch.optim.Optimizer | None = None
 
+    def use(self, arm: Arm) -> None:
+        self.model.set_pdrop_config(arm.model_schedule)
+
 
 # ---------------------------------------------------------------------------------------------- schedules
 def default_schedule(preset: str, num_layers: int) -> PDropConfig:
@@ -159,22 +186,19 @@ def default_schedule(preset: str, num_layers: int) -> PDropConfig:
     return replace(schedule, layer_list=[round(b * num_layers / written_for) for b in schedule.layer_list])
 
 
-def method_schedules(settings: SpeedSettings, num_layers: int) -> dict[str, PDropConfig | None]:
-    """Validated schedules of the methods to run (``none``: PyramidDrop off)."""
+def method_arms(settings: SpeedSettings, num_layers: int) -> list[Arm]:
+    """Validated arms of the methods to run (``none``: PyramidDrop off; ``ideal``: the schedule's counts)."""
     unknown = [m for m in settings.methods if m not in METHODS]
     if unknown or not settings.methods:
         raise ValueError(f"unknown method(s) {unknown or list(settings.methods)}: choose from {', '.join(METHODS)}")
-    schedules = {}
+    schedule = settings.schedule or default_schedule(settings.preset, num_layers)
+    arms = []
     for method in settings.methods:
-        if method == "none":
-            schedules[method] = None
-        elif method == "pdrop":
-            schedules[method] = settings.schedule or default_schedule(settings.preset, num_layers)
-        else:
-            schedules[method] = PDropConfig.fastv(settings.fastv_k, settings.fastv_ratio)
-        if schedules[method] is not None:
-            schedules[method].validate_for(num_layers)
-    return schedules
+        arm_schedule = {"none": None, "fastv": PDropConfig.fastv(settings.fastv_k, settings.fastv_ratio)}.get(method, schedule)
+        if arm_schedule is not None:
+            arm_schedule.validate_for(num_layers)
+        arms.append(Arm(method, arm_schedule))
+    return arms
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -252,49 +276,36 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
     return result, begin.elapsed_time(end) / 1e3
 
 
-def measure(step: Callable[[], float], bench: Bench, **extra) -> Measurement:
-    """Warmup runs, then the timed repeats of ``step`` (which returns the seconds it timed)."""
-    for _ in range(bench.settings.warmup):
-        step()
-    base = None
-    if bench.device.type == "cuda":
-        torch.cuda.synchronize(bench.device)
-        torch.cuda.reset_peak_memory_stats(bench.device)
-        base = torch.cuda.memory_allocated(bench.device) / MIB
-    times = [step() for _ in range(bench.settings.repeats)]
-    peak = torch.cuda.max_memory_allocated(bench.device) / MIB if bench.device.type == "cuda" else None
-    return Measurement(times, peak, base, extra)
-
-
 # ---------------------------------------------------------------------------------------------- tasks
-def language_model_forward(model, inputs_embeds: torch.Tensor, image_mask: torch.Tensor, cache=None):
-    """One language-model forward (PyramidDrop or stock, as the model is set) with the KV cache.
+def language_model_forward(bench: Bench, arm: Arm, inputs_embeds: torch.Tensor, image_mask: torch.Tensor, cache=None):
+    """One language-model forward of ``arm`` with the KV cache (a prefill passes none).
 
-    Returns the last position's logits ``(B, 1, V)`` and the cache. A prefill passes no cache.
+    Returns the last position's logits ``(B, 1, V)`` and the cache.
     """
+    model = bench.model
     decoder = model.model.language_model
-    if model.pdrop_config is None:
+    if arm.name == "ideal":
+        cache = DynamicCache(config=decoder.config) if cache is None else cache
+        hidden = ideal_decoder_forward(decoder, arm.schedule, inputs_embeds, int(bench.spec["image_tokens"]), cache)
+        return model.lm_head(hidden[:, -1:]), cache
+    if arm.schedule is None:
         out = decoder(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True)
     else:
-        out = pdrop_decoder_forward(decoder, model.pdrop_config, inputs_embeds, image_mask,
-                                    past_key_values=cache, use_cache=True)
+        out = pdrop_decoder_forward(decoder, arm.schedule, inputs_embeds, image_mask, past_key_values=cache,
+                                    use_cache=True, trace=False)
     return model.lm_head(out.last_hidden_state[:, -1:]), out.past_key_values
 
 
 @torch.no_grad()
-def run_prefill(bench: Bench) -> Measurement:
-    def step() -> float:
-        return timed(lambda: language_model_forward(bench.model, **bench.lm_inputs), bench.device)[1]
-
-    return measure(step, bench)
+def prefill_step(bench: Bench, arm: Arm) -> float:
+    return timed(lambda: language_model_forward(bench, arm, **bench.lm_inputs), bench.device)[1]
 
 
 @torch.no_grad()
-def greedy_decode(bench: Bench) -> tuple[torch.Tensor, float]:
+def greedy_decode(bench: Bench, arm: Arm) -> tuple[torch.Tensor, float]:
     """Untimed prefill, then ``max_new_tokens`` timed greedy steps. Returns the tokens ``(B, N)`` and seconds."""
-    model = bench.model
-    logits, cache = language_model_forward(model, **bench.lm_inputs)
-    embed = model.get_input_embeddings()
+    logits, cache = language_model_forward(bench, arm, **bench.lm_inputs)
+    embed = bench.model.get_input_embeddings()
 
     def loop() -> torch.Tensor:
         nonlocal logits
@@ -302,43 +313,49 @@ def greedy_decode(bench: Bench) -> tuple[torch.Tensor, float]:
         for _ in range(bench.settings.max_new_tokens):
             token = logits[:, -1].argmax(dim=-1, keepdim=True)
             tokens.append(token)
-            logits, _ = language_model_forward(model, embed(token), torch.zeros_like(token, dtype=torch.bool), cache)
+            logits, _ = language_model_forward(bench, arm, embed(token), torch.zeros_like(token, dtype=torch.bool), cache)
         return torch.cat(tokens, dim=1)
 
     return timed(loop, bench.device)
 
 
-def run_decode(bench: Bench) -> Measurement:
-    counts = []
-
-    def step() -> float:
-        tokens, seconds = greedy_decode(bench)
-        counts.append(tokens.shape[1])
-        return seconds
-
-    batch, steps = bench.settings.batch_size, bench.settings.max_new_tokens
-    result = measure(step, bench, new_tokens=steps, batch_size=batch, tokens_per_step=batch * steps)
-    result.extra["new_tokens_per_run"] = sorted(set(counts))
-    return result
+def decode_step(bench: Bench, arm: Arm) -> float:
+    return greedy_decode(bench, arm)[1]
 
 
-def run_train(bench: Bench, checkpointing: bool = False) -> Measurement:
+def train_step(bench: Bench, arm: Arm) -> float:
     model, optimizer = bench.model, bench.optimizer
 
-    def train_step() -> None:
-        model(**bench.train_inputs, use_cache=False).loss.backward()
+    def step() -> None:
+        if arm.name == "ideal":
+            ideal_training_loss(model, arm.schedule, bench.train_inputs).backward()
+        else:
+            model(**bench.train_inputs, use_cache=False).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    model.train()
-    set_checkpointing(model, checkpointing)
+    return timed(step, bench.device)[1]
+
+
+TASK_STEPS: dict[str, Callable[[Bench, Arm], float]] = {
+    "prefill": prefill_step, "decode": decode_step, "train": train_step, "train_ckpt": train_step,
+}
+
+
+@contextlib.contextmanager
+def task_mode(bench: Bench, task: str):
+    """Training tasks: train mode (checkpointing for ``train_ckpt``); always back to eval afterwards."""
+    training = task.startswith("train")
+    if training:
+        bench.model.train()
+        set_checkpointing(bench.model, task == "train_ckpt")
     try:
-        return measure(lambda: timed(train_step, bench.device)[1], bench, batch_size=bench.settings.train_batch,
-                       image_tokens=int((bench.train_inputs["input_ids"] == bench.spec["image_token_id"])[0].sum()))
+        yield
     finally:
-        optimizer.zero_grad(set_to_none=True)
-        set_checkpointing(model, False)
-        model.eval()
+        if training:
+            bench.optimizer.zero_grad(set_to_none=True)
+            set_checkpointing(bench.model, False)
+            bench.model.eval()
 
 
 def set_checkpointing(model, on: bool) -> None:
@@ -353,33 +370,139 @@ def set_checkpointing(model, on: bool) -> None:
         model.disable_input_require_grads()  # the hook enabling checkpointing registered
 
 
-TASK_RUNNERS: dict[str, Callable[[Bench], Measurement]] = {
-    "prefill": run_prefill,
-    "decode": run_decode,
-    "train": run_train,
-    "train_ckpt": lambda bench: run_train(bench, checkpointing=True),
-}
+def task_extra(bench: Bench, task: str) -> dict[str, Any]:
+    settings = bench.settings
+    if task == "decode":
+        steps = settings.max_new_tokens
+        return {"new_tokens": steps, "new_tokens_per_run": [steps], "batch_size": settings.batch_size,
+                "tokens_per_step": settings.batch_size * steps}
+    if task.startswith("train"):
+        ids = bench.train_inputs["input_ids"]
+        return {"batch_size": settings.train_batch,
+                "image_tokens": int((ids == bench.spec["image_token_id"])[0].sum())}
+    return {}
+
+
+# ---------------------------------------------------------------------------------------------- interleaved runs
+def run_guarded(fn: Callable[[], Any], bench: Bench) -> Any:
+    """``fn()``, or ``"oom"`` if it runs out of memory (memory is freed for the next run)."""
+    try:
+        return fn()
+    except torch.OutOfMemoryError:
+        bench.model.zero_grad(set_to_none=True)
+        gc.collect()
+        if bench.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return "oom"
+
+
+def measure_task(bench: Bench, task: str, arms: list[Arm]) -> dict[str, Measurement | str]:
+    """Warmup runs of every arm, then ``repeats`` rounds that run every arm once (the order rotating)."""
+    step = TASK_STEPS[task]
+    times: dict[str, list[float]] = {arm.name: [] for arm in arms}
+    peaks: dict[str, float | None] = {arm.name: None for arm in arms}
+    failed: set[str] = set()
+
+    def run(arm: Arm, record: bool) -> None:
+        bench.use(arm)
+        cuda = bench.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(bench.device)
+            torch.cuda.reset_peak_memory_stats(bench.device)
+        seconds = run_guarded(lambda: step(bench, arm), bench)
+        if seconds == "oom":
+            failed.add(arm.name)
+        elif record:
+            times[arm.name].append(seconds)
+            if cuda:
+                peak = torch.cuda.max_memory_allocated(bench.device) / MIB
+                peaks[arm.name] = max(peak, peaks[arm.name] or 0.0)
+
+    with task_mode(bench, task):
+        base = torch.cuda.memory_allocated(bench.device) / MIB if bench.device.type == "cuda" else None
+        for _ in range(bench.settings.warmup):
+            for arm in arms:
+                if arm.name not in failed:
+                    run(arm, record=False)
+        for r in range(bench.settings.repeats):
+            for arm in arms[r % len(arms):] + arms[:r % len(arms)]:
+                if arm.name not in failed:
+                    run(arm, record=True)
+    bench.use(Arm("none", None))
+    extra = task_extra(bench, task)
+    return {arm.name: "oom" if arm.name in failed else Measurement(times[arm.name], peaks[arm.name], base, dict(extra))
+            for arm in arms}
+
+
+def paired_ratio(times: list[float], reference: list[float]) -> dict[str, float]:
+    """Median, min and max of the per-repeat time ratios (the arms ran side by side in each repeat)."""
+    ratios = [t / r for t, r in zip(times, reference)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def ratios_to(metrics: dict[str, Any], reference: dict[str, Any] | None,
+              times: dict[str, list[float]] | None = None, reference_times: dict[str, list[float]] | None = None):
+    """Per task, every numeric metric divided by the reference's (None where either is missing), and the
+    paired per-repeat time ratio."""
+    out = {}
+    for task in TASKS:
+        mine, ref = metrics.get(task), (reference or {}).get(task)
+        if not isinstance(mine, dict):
+            continue
+        out[task] = {key: (value / ref[key] if isinstance(ref, dict) and isinstance(ref.get(key), float) and ref[key]
+                           and isinstance(value, float) else None)
+                     for key, value in mine.items() if key in RATIO_KEYS}
+        if times and reference_times and task in times and task in reference_times:
+            out[task]["paired_time"] = paired_ratio(times[task], reference_times[task])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- what the device is asked
+@torch.no_grad()
+def dispatch_counts(bench: Bench, arm: Arm) -> dict[str, dict[str, int]]:
+    """Operator calls, host reads and allocations of one prefill and of one decode step of ``arm``."""
+    bench.use(arm)
+    inputs = bench.lm_inputs
+    prefill = count_dispatch(lambda: language_model_forward(bench, arm, **inputs))
+    logits, cache = language_model_forward(bench, arm, **inputs)
+    token = logits[:, -1].argmax(dim=-1, keepdim=True)
+    embeds, no_image = bench.model.get_input_embeddings()(token), torch.zeros_like(token, dtype=torch.bool)
+    decode = count_dispatch(lambda: language_model_forward(bench, arm, embeds, no_image, cache))
+    bench.use(Arm("none", None))
+    return {"prefill": prefill, "decode_step": decode}
+
+
+def per_boundary(counts: dict[str, dict], schedule: PDropConfig) -> dict[str, float]:
+    """What the schedule's own work adds per boundary: (pdrop - ideal) prefill counts / boundaries."""
+    pdrop, ideal = counts["pdrop"]["prefill"], counts["ideal"]["prefill"]
+    return {key: (pdrop[key] - ideal[key]) / len(schedule.layer_list) for key in pdrop}
 
 
 @torch.no_grad()
-def ranking_overhead(bench: Bench) -> dict[str, float] | None:
-    """Time in the ``RANKING_RANGES`` of one profiled prefill, and its share of that prefill's time.
+def ranking_overhead(bench: Bench, arm: Arm | None = None, rounds: int = 3) -> dict[str, float] | None:
+    """Time in the ``RANKING_RANGES`` of a profiled prefill, and its share of that prefill (median of ``rounds``).
 
     On CUDA the range time is the kernel time launched inside the ranges (their CPU time would
     include waiting for earlier kernels); on CPU it is their CPU time. None if no range was recorded.
     """
+    arm = arm or Arm("model", bench.model.pdrop_config)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if bench.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        _, seconds = timed(lambda: language_model_forward(bench.model, **bench.lm_inputs), bench.device)
-    ranges = [e for e in prof.events() if e.name in RANKING_RANGES and e.device_type == torch.autograd.DeviceType.CPU
-              and not _inside_range(e)]
-    if not ranges:
-        return None
-    attr = "device_time_total" if bench.device.type == "cuda" else "cpu_time_total"
-    range_s = sum(getattr(e, attr) for e in ranges) / 1e6
-    return {"ranking_ms": 1e3 * range_s, "profiled_prefill_ms": 1e3 * seconds, "ranking_pct": 100 * range_s / seconds}
+    shares = []
+    for _ in range(rounds):
+        with torch.profiler.profile(activities=activities) as prof:
+            _, seconds = timed(lambda: language_model_forward(bench, arm, **bench.lm_inputs), bench.device)
+        ranges = [e for e in prof.events() if e.name in RANKING_RANGES
+                  and e.device_type == torch.autograd.DeviceType.CPU and not _inside_range(e)]
+        if not ranges:
+            return None
+        attr = "device_time_total" if bench.device.type == "cuda" else "cpu_time_total"
+        range_s = sum(getattr(e, attr) for e in ranges) / 1e6
+        shares.append((1e3 * range_s, 1e3 * seconds, 100 * range_s / seconds))
+    ranking_ms, prefill_ms, pct = sorted(shares, key=lambda row: row[2])[len(shares) // 2]
+    return {"ranking_ms": ranking_ms, "profiled_prefill_ms": prefill_ms, "ranking_pct": pct,
+            "ranking_pct_range": [min(row[2] for row in shares), max(row[2] for row in shares)]}
 
 
 def _inside_range(event) -> bool:
@@ -391,29 +514,16 @@ def _inside_range(event) -> bool:
     return False
 
 
-def run_guarded(fn: Callable[[Bench], Any], bench: Bench) -> Any:
-    """``fn(bench)``, or ``"oom"`` if it runs out of memory (memory is freed for the next task)."""
-    try:
-        return fn(bench)
-    except torch.OutOfMemoryError:
-        return "oom"
-    finally:
-        bench.model.zero_grad(set_to_none=True)
-        gc.collect()
-        if bench.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-
 # ---------------------------------------------------------------------------------------------- the run
 def setup_bench(settings: SpeedSettings, spec: dict[str, Any]) -> Bench:
     """Build the model once (random weights, PyramidDrop off) and the inputs of the requested tasks."""
     device = torch.device(settings.device)
     with device:  # initialise the weights where they will live
         model = build_random_llava(spec, None, settings.attn, settings.torch_dtype, settings.seed)
+    model.pdrop_record_trace = False  # the trace is for inspection; the benchmark measures the method
     bench = Bench(settings, spec, model.to(device), device)
     gen = torch.Generator().manual_seed(settings.seed)
-    if {"prefill", "decode"} & set(settings.tasks):
-        bench.lm_inputs = language_model_inputs(bench, gen)
+    bench.lm_inputs = language_model_inputs(bench, gen)
     if {"train", "train_ckpt"} & set(settings.tasks):
         bench.train_inputs = training_inputs(bench, gen)
         model.model.vision_tower.requires_grad_(False)  # frozen, as in LLaVA fine-tuning
@@ -421,57 +531,69 @@ def setup_bench(settings: SpeedSettings, spec: dict[str, Any]) -> Bench:
     return bench
 
 
-def measure_methods(bench: Bench, schedules: dict[str, PDropConfig | None]) -> dict[str, dict[str, Any]]:
-    """Task by task, every method in turn on the same model (so drift hits all methods alike)."""
-    metrics: dict[str, dict[str, Any]] = {method: {} for method in schedules}
+def measure_methods(bench: Bench, arms: list[Arm]) -> tuple[dict, dict, dict]:
+    """Task by task, all arms interleaved on the same model.
+
+    Returns the metrics per arm and task, the raw times per arm and task, and the machine's state
+    (load, threads) before and after each task.
+    """
+    metrics: dict[str, dict[str, Any]] = {arm.name: {} for arm in arms}
+    times: dict[str, dict[str, list]] = {arm.name: {} for arm in arms}
+    machine: dict[str, dict] = {}
     for task in bench.settings.tasks:
-        for method, schedule in schedules.items():
-            bench.model.set_pdrop_config(schedule)
-            result = run_guarded(TASK_RUNNERS[task], bench)
-            metrics[method][task] = result.to_dict() if isinstance(result, Measurement) else result
-            if task == "prefill" and schedule is not None:
-                metrics[method]["ranking_overhead"] = run_guarded(ranking_overhead, bench)
-    bench.model.set_pdrop_config(None)
-    return metrics
-
-
-def ratios_to(metrics: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, dict[str, float | None]]:
-    """Per task, every numeric metric divided by the reference's (None where either is missing)."""
-    out = {}
-    for task in TASKS:
-        mine, ref = metrics.get(task), (reference or {}).get(task)
-        if not isinstance(mine, dict):
-            continue
-        out[task] = {key: (value / ref[key] if isinstance(ref, dict) and isinstance(ref.get(key), float) and ref[key]
-                           and isinstance(value, float) else None)
-                     for key, value in mine.items() if key in RATIO_KEYS}
-    return out
+        before = reliability(bench.device)
+        for name, result in measure_task(bench, task, arms).items():
+            metrics[name][task] = result.to_dict() if isinstance(result, Measurement) else result
+            if isinstance(result, Measurement):
+                times[name][task] = result.times_s
+        machine[task] = {"before": before, "after": reliability(bench.device)}
+    for arm in arms:
+        if arm.model_schedule is not None and "prefill" in bench.settings.tasks:
+            bench.use(arm)
+            metrics[arm.name]["ranking_overhead"] = run_guarded(lambda: ranking_overhead(bench, arm), bench)
+            bench.use(Arm("none", None))
+    return metrics, times, machine
 
 
 def run_benchmark(settings: SpeedSettings) -> dict[str, Any]:
     """Measure every method and task; the results as a JSON-ready dict (see ``docs/benchmarks.md``)."""
     check_tasks(settings.tasks)
     spec = load_model_preset(settings.preset)
-    schedules = method_schedules(settings, spec["text_config"]["num_hidden_layers"])
+    arms = method_arms(settings, spec["text_config"]["num_hidden_layers"])
     bench = setup_bench(settings, spec)
-    metrics = measure_methods(bench, schedules)
+    metrics, times, machine = measure_methods(bench, arms)
+    pdrop = next((arm for arm in arms if arm.name in ("pdrop", "ideal")), None)
+    schedule = pdrop.schedule if pdrop else settings.schedule or default_schedule(settings.preset, len(
+        bench.model.model.language_model.layers))
+    counts = {arm.name: dispatch_counts(bench, arm) for arm in
+              [*arms, *[Arm(name, schedule) for name in ("pdrop", "ideal") if name not in settings.methods]]}
     train_tokens = next((m[t]["image_tokens"] for m in metrics.values() for t in ("train", "train_ckpt")
                          if isinstance(m.get(t), dict)), None)
-    methods: dict[str, Any] = {}
-    for method, schedule in schedules.items():
-        methods[method] = {
-            "schedule": None if schedule is None else schedule.to_dict(),
-            **flops_ratios(settings.preset, schedule),
-            "train_flops_ratio": flops_ratios(settings.preset, schedule, train_tokens)["flops_ratio"] if train_tokens
-            else None,
-            "metrics": metrics[method],
-            "ratios": ratios_to(metrics[method], metrics.get("none")),
-        }
-    pdrop = schedules.get("pdrop", settings.schedule)
-    schedule = None if pdrop is None else pdrop.to_dict()
-    return {"settings": {**asdict(settings), "schedule": schedule, "dtype": str(settings.torch_dtype).removeprefix("torch."),
-                         "train_batch_size": settings.train_batch},
-            "environment": environment(bench.device), "inputs": describe_inputs(bench, train_tokens), "methods": methods}
+    methods = {arm.name: method_entry(settings, arm, metrics, times, counts[arm.name], train_tokens) for arm in arms}
+    results = {"settings": {**asdict(settings), "schedule": schedule.to_dict(),
+                            "dtype": str(settings.torch_dtype).removeprefix("torch."),
+                            "train_batch_size": settings.train_batch},
+               "environment": environment(bench.device), "inputs": describe_inputs(bench, train_tokens),
+               "methods": methods, "dispatch_per_boundary": per_boundary(counts, schedule), "machine": machine}
+    results["reliability_warnings"] = warn_unreliable(results)
+    return results
+
+
+def method_entry(settings: SpeedSettings, arm: Arm, metrics: dict, times: dict, counts: dict,
+                 train_tokens: int | None) -> dict[str, Any]:
+    """One method's JSON: its schedule, FLOPs ratios, metrics, dispatch counts, ratios to none and ideal."""
+    flops_schedule = arm.schedule
+    return {
+        "schedule": None if arm.schedule is None else arm.schedule.to_dict(),
+        **flops_ratios(settings.preset, flops_schedule),
+        "train_flops_ratio": flops_ratios(settings.preset, flops_schedule, train_tokens)["flops_ratio"]
+        if train_tokens else None,
+        "metrics": metrics[arm.name],
+        "dispatch": counts,
+        "ratios": ratios_to(metrics[arm.name], metrics.get("none"), times[arm.name], times.get("none")),
+        "ratios_to_ideal": ratios_to(metrics[arm.name], metrics.get("ideal"), times[arm.name], times.get("ideal"))
+        if "ideal" in metrics else None,
+    }
 
 
 def check_tasks(tasks: tuple[str, ...]) -> None:
@@ -488,67 +610,6 @@ def flops_ratios(preset: str, schedule: PDropConfig | None, image_tokens: int | 
     return {"flops_ratio": report.full_ratio, "flops_ratio_image_only": report.paper_ratio}
 
 
-def describe_inputs(bench: Bench, train_tokens: int | None) -> dict[str, Any]:
-    return {
-        "image_tokens": bench.spec["image_tokens"], "text_tokens": bench.spec["text_tokens"],
-        "train_image_tokens": train_tokens,
-        "prefill_decode": "language model only: inputs_embeds (random image features) + image mask; "
-                          "vision tower and projector excluded",
-        "train": "full model: pixel_values through the frozen vision tower; LM + projector trained; "
-                 "SGD (no momentum, no optimizer state, lr 0)",
-        "peak_memory": "torch.cuda.max_memory_allocated (weights included)" if bench.device.type == "cuda"
-                       else "not measured on CPU",
-    }
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    cuda = device.type == "cuda"
-    return {
-        "device": torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
-        "device_type": device.type, "torch": torch.__version__, "transformers": transformers.__version__,
-        "cuda": torch.version.cuda if cuda else None, "python": platform.python_version(),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- output
-TABLE_COLUMNS = [("prefill", "median_ms", "prefill ms"), ("decode", "median_tokens_per_s", "decode tok/s"),
-                 ("train", "median_ms", "train ms"), ("train_ckpt", "median_ms", "train+ckpt ms")]
-
-
-def _cell(method: dict[str, Any], task: str, key: str) -> str:
-    value = method["metrics"].get(task)
-    if value is None:
-        return "-"
-    if not isinstance(value, dict):
-        return str(value)
-    ratio = method["ratios"].get(task, {}).get(key)
-    number = value.get(key)
-    if number is None:
-        return "n/a"
-    return f"{number:.4g}" + (f" ({ratio:.3f})" if ratio is not None else "")
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """Method x metric (median, ratio to ``none`` in brackets), then peak memory the same way."""
-    s, env, inputs = results["settings"], results["environment"], results["inputs"]
-    lines = [f"preset {s['preset']} on {env['device_type']} ({env['device']}), {s['dtype']}, {s['attn']}; "
-             f"prefill/decode batch {s['batch_size']}, train batch {s['train_batch_size']}; "
-             f"median of {s['repeats']} after {s['warmup']} warmup; (ratio to none)",
-             f"prefill/decode: {inputs['prefill_decode']}", f"train: {inputs['train']}"]
-    header = f"{'method':<8}" + "".join(f"{title:>22}" for _, _, title in TABLE_COLUMNS) + f"{'FLOPs/none':>12}{'rank %':>9}"
-    lines += ["", header]
-    for name, method in results["methods"].items():
-        overhead = method["metrics"].get("ranking_overhead")
-        rank = f"{overhead['ranking_pct']:.2f}" if isinstance(overhead, dict) else str(overhead) if overhead else "-"
-        lines.append(f"{name:<8}" + "".join(f"{_cell(method, t, k):>22}" for t, k, _ in TABLE_COLUMNS)
-                     + f"{method['flops_ratio']:>12.3f}{rank:>9}")
-    lines += ["", f"peak memory, MiB ({inputs['peak_memory']})",
-              f"{'method':<8}" + "".join(f"{task:>22}" for task, _, _ in TABLE_COLUMNS)]
-    for name, method in results["methods"].items():
-        lines.append(f"{name:<8}" + "".join(f"{_cell(method, t, 'peak_mem_mib'):>22}" for t, _, _ in TABLE_COLUMNS))
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------- command line
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
@@ -557,21 +618,26 @@ def _names(text: str) -> tuple[str, ...]:
 def parse_settings(argv: list[str] | None) -> tuple[SpeedSettings, argparse.Namespace, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(prog="python -m llava.bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", required=True, help="a configs/models/ preset name or JSON path")
-    parser.add_argument("--methods", default="none,pdrop", help=f"comma-separated, from {','.join(METHODS)}")
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {','.join(TASKS)}")
-    parser.add_argument("--device", default=SpeedSettings.device)
-    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
-    parser.add_argument("--attn", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"])
-    parser.add_argument("--batch_size", type=int, default=1, help="prefill / decode batch")
+    presets = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "models").glob("*.json"))
+    parser.add_argument("--preset", required=True, help=f"a configs/models/ preset name ({', '.join(presets)}) or JSON path")
+    parser.add_argument("--methods", default="none,pdrop,ideal", help=f"comma-separated, from {','.join(METHODS)} "
+                        "(default: none,pdrop,ideal)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {','.join(TASKS)} (default: all)")
+    parser.add_argument("--device", default=SpeedSettings.device, help="cuda, cuda:N or cpu (default: %(default)s)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                        help="auto: bfloat16 on CUDA, float32 on CPU (default: %(default)s)")
+    parser.add_argument("--attn", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"],
+                        help="attention kernel (default: %(default)s)")
+    parser.add_argument("--batch_size", type=int, default=1, help="prefill / decode batch (default: %(default)s)")
     parser.add_argument("--train_batch_size", type=int, help="training-step batch (default: --batch_size)")
-    parser.add_argument("--max_new_tokens", type=int, default=32, help="decode steps")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--fastv_k", type=int, default=2, help="FastV: drop after this many layers")
-    parser.add_argument("--fastv_ratio", type=float, default=0.5, help="FastV: fraction of image tokens dropped")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--max_new_tokens", type=int, default=32, help="decode steps (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per method (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds, methods interleaved (default: %(default)s)")
+    parser.add_argument("--fastv_k", type=int, default=2, help="FastV: drop after this many layers (default: %(default)s)")
+    parser.add_argument("--fastv_ratio", type=float, default=0.5,
+                        help="FastV: fraction of image tokens dropped (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default: %(default)s)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     add_schedule_args(parser, no_pdrop=False)
     args = parser.parse_args(argv)
     fields_ = {f.name for f in fields(SpeedSettings)} - {"methods", "tasks", "schedule"}
@@ -590,7 +656,7 @@ def _check_settings(settings: SpeedSettings, args: argparse.Namespace) -> SpeedS
     num_layers = spec["text_config"]["num_hidden_layers"]
     # the flags' schedule if they give one, else the default; --drop_method/--drop_seed switch its ranking
     settings.schedule = schedule_from_args(args, ModelShape.from_preset(spec), default_schedule(settings.preset, num_layers))
-    method_schedules(settings, num_layers)  # unknown methods, boundaries the model cannot have
+    method_arms(settings, num_layers)  # unknown methods, boundaries the model cannot have
     check_tasks(settings.tasks)
     return settings
 

@@ -69,8 +69,8 @@ class ScheduleArguments:
             raise ValueError(f"--drop_method {self.drop_method!r} is not one of {METHODS}")
 
     def given(self) -> list[str]:
-        """The flags set, as ``--name``."""
-        return [f"--{f.name}" for f in fields(self) if getattr(self, f.name) not in (None, False)]
+        """The schedule flags set, as ``--name`` (a subclass's own fields, e.g. training's model flags, are not)."""
+        return [f"--{f.name}" for f in fields(ScheduleArguments) if getattr(self, f.name) not in (None, False)]
 
     def uses_fallback(self) -> bool:
         """Whether :meth:`resolve` reads the fallback (no lists, shorthand, budget or name, and not ``--no_pdrop``)."""

@@ -29,12 +29,23 @@ FAST_MASK_KERNELS = ("sdpa", "eager", "flash_attention_2")
 
 @dataclass
 class StageCacheState:
-    attention_mask: torch.Tensor  # (B, kv_len) bool
-    has_padding: bool  # some slot of attention_mask is False (known on the host)
+    """What a decode step needs to extend one later stage: which of its cache slots are real.
 
-    def select(self, index: torch.Tensor) -> None:
-        """Rows ``index`` of the batch (a selection of padding-free rows is padding-free)."""
-        self.attention_mask = self.attention_mask.index_select(0, index.to(self.attention_mask.device))
+    ``attention_mask`` ``(B, kv_len)`` bool, or None while every slot is real (the host knows it from
+    the prefill's counts), so that a batch without padding builds no mask at all.
+    """
+
+    attention_mask: torch.Tensor | None
+
+    def extend(self, new_columns: torch.Tensor, new_real: bool, kv_length) -> torch.Tensor | None:
+        """Append the new tokens' columns ``(B, t)`` and return the mask (None while every slot is real);
+        ``kv_length()`` gives the stage's cache length before them, read only to materialise the mask."""
+        if self.attention_mask is None and new_real:
+            return None
+        if self.attention_mask is None:
+            self.attention_mask = new_columns.new_ones(new_columns.shape[0], kv_length())
+        self.attention_mask = torch.cat([self.attention_mask, new_columns], dim=1)
+        return self.attention_mask
 
 
 class PDropCache(DynamicCache):
@@ -42,31 +53,38 @@ class PDropCache(DynamicCache):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.reset_stages()
+
+    def reset_stages(self, stages: list[range] | None = None, position_offsets: torch.Tensor | None = None,
+                     window: int | None = None, schedule=None) -> None:
+        """Start a prefill: its stages (layer ranges), offsets ``(S, B)`` (None in ``original`` mode), the
+        decoder's sliding window, and the schedule it runs (a decode step must use the same)."""
+        self.stages, self.position_offsets, self.window, self.schedule = stages or [], position_offsets, window, schedule
         self.stage_states: list[StageCacheState] = []
-        self.position_offsets: torch.Tensor | None = None  # (S, B) long, None in "original" mode
 
     def reset(self) -> None:
         super().reset()
-        self.stage_states, self.position_offsets = [], None
+        self.reset_stages()
 
-    def _select_stage_state(self, index: torch.Tensor) -> None:
+    def _map_batch(self, fn) -> None:
+        """Apply ``fn(tensor, batch_dim)`` to the stage state, as the parent class does to keys and values."""
         for state in self.stage_states:
-            state.select(index)
+            if state.attention_mask is not None:
+                state.attention_mask = fn(state.attention_mask, 0)
         if self.position_offsets is not None:
-            self.position_offsets = self.position_offsets.index_select(1, index.to(self.position_offsets.device))
+            self.position_offsets = fn(self.position_offsets, 1)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         super().reorder_cache(beam_idx)
-        self._select_stage_state(beam_idx)
+        self._map_batch(lambda t, dim: t.index_select(dim, beam_idx.to(t.device)))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
-        self._select_stage_state(indices)
+        self._map_batch(lambda t, dim: t.index_select(dim, indices.to(t.device)))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         super().batch_repeat_interleave(repeats)
-        batch = self.stage_states[0].attention_mask.shape[0] if self.stage_states else 0
-        self._select_stage_state(torch.arange(batch).repeat_interleave(repeats))
+        self._map_batch(lambda t, dim: t.repeat_interleave(repeats, dim=dim))
 
     def crop(self, max_length: int) -> None:
         raise NotImplementedError(
@@ -76,60 +94,54 @@ class PDropCache(DynamicCache):
         )
 
 
-def decode_stage_inputs(decoder, cache: PDropCache, stage_starts: list[int], inputs_embeds: torch.Tensor,
-                        attention_mask: torch.Tensor | None, position_ids: torch.Tensor) -> list[tuple]:
+def decode_stage_inputs(decoder, cache: PDropCache, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+                        position_ids: torch.Tensor) -> list[tuple]:
     """Per stage, ``(causal_mask, (cos, sin), position_ids)`` of one decode step; extends the stage masks.
 
     Args:
-        stage_starts: the first layer of every stage (stage 0 first).
         inputs_embeds: ``(B, t, d)`` the new tokens; attention_mask: ``(B, past + t)`` or None.
         position_ids: ``(B, t)`` stage-0 positions of the new tokens.
     """
     batch, t = inputs_embeds.shape[:2]
-    new_columns = (torch.ones(batch, t, dtype=torch.bool, device=inputs_embeds.device) if attention_mask is None
-                   else attention_mask[:, -t:].bool())
-    for state in cache.stage_states:
-        state.attention_mask = torch.cat([state.attention_mask, new_columns], dim=1)
-    masks = _stage_masks(decoder.config, cache, stage_starts, inputs_embeds, attention_mask, position_ids, new_columns)
-    positions = [position_ids] * len(stage_starts)
+    num_stages = len(cache.stages)
+    masks = _stage_masks(decoder.config, cache, inputs_embeds, attention_mask, position_ids)
     if cache.position_offsets is None:
-        embeddings = [decoder.rotary_emb(inputs_embeds, position_ids)] * len(stage_starts)
-    else:  # one rotary call for every stage's shifted positions
-        shifted = position_ids[None] - cache.position_offsets[:, :, None]  # (S, B, t)
-        cos, sin = decoder.rotary_emb(inputs_embeds, shifted.reshape(-1, t))
-        embeddings = list(zip(cos.split(batch), sin.split(batch)))
-        positions = list(shifted)
-    return list(zip(masks, embeddings, positions))
+        return list(zip(masks, [decoder.rotary_emb(inputs_embeds, position_ids)] * num_stages, [position_ids] * num_stages))
+    shifted = position_ids[None] - cache.position_offsets[:, :, None]  # (S, B, t): one rotary call for every stage
+    cos, sin = decoder.rotary_emb(inputs_embeds, shifted.view(-1, t))
+    return list(zip(masks, zip(cos.split(batch), sin.split(batch)), shifted.unbind()))
 
 
-def _stage_masks(config, cache, stage_starts, inputs_embeds, attention_mask, position_ids, new_columns) -> list:
+def _stage_masks(config, cache: PDropCache, inputs_embeds, attention_mask, position_ids) -> list:
     """The attention-kernel masks of every stage for a decode step (transformers' builder as the fallback)."""
-    t = inputs_embeds.shape[1]
+    batch, t = inputs_embeds.shape[:2]
     kernel = config._attn_implementation
     past = cache.get_seq_length(0)
-    if t != 1 or kernel not in FAST_MASK_KERNELS or (attention_mask is not None and attention_mask.shape[1] != past + t):
-        stage0 = [create_causal_mask(config, inputs_embeds, attention_mask, cache, position_ids, layer_idx=0)]
-        return stage0 + [create_causal_mask(config, inputs_embeds, state.attention_mask, cache, None, layer_idx=start)
-                         for state, start in zip(cache.stage_states, stage_starts[1:])]
+    new_columns = (attention_mask[:, -t:].bool() if attention_mask is not None
+                   else inputs_embeds.new_ones(batch, t, dtype=torch.bool))
+    fast = t == 1 and kernel in FAST_MASK_KERNELS and (attention_mask is None or attention_mask.shape[1] == past + t)
+    stage0_real = new_real = attention_mask is None
+    if attention_mask is not None and kernel != "eager":  # one device read per step, as transformers' builder
+        stage0_real, new_real = torch.stack([attention_mask.bool().all(), new_columns.all()]).tolist()
+    keep_none = new_real and fast and kernel != "eager"  # a stage without padding needs no mask at all
+    later = [state.extend(new_columns, keep_none, lambda start=stage.start: cache.get_seq_length(start))
+             for state, stage in zip(cache.stage_states, cache.stages[1:])]
+    if not fast:
+        return [create_causal_mask(config, inputs_embeds, attention_mask, cache, position_ids, layer_idx=0)] + [
+            create_causal_mask(config, inputs_embeds, mask, cache, None, layer_idx=stage.start)
+            for mask, stage in zip(later, cache.stages[1:])]
     # One token against its whole cache: every real slot is visible, so a mask is the padding columns.
-    stage0 = new_columns.new_ones(new_columns.shape[0], past + t) if attention_mask is None else attention_mask.bool()
-    full = [stage0] + [state.attention_mask for state in cache.stage_states]
-    padded = [state.has_padding for state in cache.stage_states]
-    if kernel != "eager" and attention_mask is not None:  # one device read per step, as transformers' builder
-        stage0_real, new_real = torch.stack([stage0.all(), new_columns.all()]).tolist()
-        padded = [not stage0_real] + [p or not new_real for p in padded]
-        for state, p in zip(cache.stage_states, padded[1:]):
-            state.has_padding = p
-    else:
-        padded = [attention_mask is not None] + padded
-    return [_kernel_mask(kernel, mask, p, inputs_embeds.dtype) for mask, p in zip(full, padded)]
+    stage0 = None if stage0_real and kernel != "eager" else (
+        attention_mask.bool() if attention_mask is not None else new_columns.new_ones(batch, past + t))
+    return [_kernel_mask(kernel, mask, inputs_embeds.dtype) for mask in [stage0, *later]]
 
 
-def _kernel_mask(kernel: str, mask: torch.Tensor, padded: bool, dtype: torch.dtype):
-    """``mask`` ``(B, kv)`` bool as transformers' mask builder gives it to ``kernel`` for one query token."""
+def _kernel_mask(kernel: str, mask: torch.Tensor | None, dtype: torch.dtype):
+    """``mask`` ``(B, kv)`` bool (None: every slot real) as transformers' mask builder gives it to ``kernel``
+    for one query token."""
+    if mask is None:
+        return None
     if kernel == "eager":
         return torch.where(mask[:, None, None, :], torch.zeros((), dtype=dtype, device=mask.device),
                            torch.finfo(dtype).min)
-    if not padded:
-        return None
     return mask[:, None, None, :] if kernel == "sdpa" else mask

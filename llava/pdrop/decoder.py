@@ -21,6 +21,7 @@ is exactly the stock decoder's.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +34,7 @@ from .keep import TokenSequence, select_image_tokens
 from .ranking import (image_token_scores, inference_query_mask, query_slots, random_keys, random_scores,
                       training_query_mask)
 from .schedule import PDropConfig, kept_image_tokens
-from .support import check_window_not_binding
+from .support import check_window_not_binding, sliding_window
 
 
 @dataclass
@@ -96,17 +97,19 @@ class KeepPlan:
     has_query: list[bool]
     query_slots: int
     width: int  # slots per sample at the input (n)
+    input_ends_aligned: bool  # every sample's last input token is in the last slot (left padding or none)
     kept: list[list[int]] = field(default_factory=list)
     length: list[int] = field(default_factory=list)
     drops: list[bool] = field(default_factory=list)
 
     @classmethod
     def read(cls, seq: TokenSequence, queries: torch.Tensor, schedule: PDropConfig) -> "KeepPlan":
-        counts = torch.stack([seq.attention_mask.sum(1), seq.image_mask.sum(1), queries.sum(1)]).tolist()
+        counts = torch.stack([seq.attention_mask.sum(1), seq.image_mask.sum(1), queries.sum(1),
+                              seq.attention_mask[:, -1].long()]).tolist()
         if seq.query_override is not None and bool((seq.query_override & seq.image_mask).any()):
             raise ValueError("pdrop_query_mask marks image tokens: queries must be text tokens (they are never dropped)")
         plan = cls(counts[0], counts[1], [q > 0 for q in counts[2]], max(max(counts[2], default=1), 1),
-                   seq.attention_mask.shape[1])
+                   seq.attention_mask.shape[1], all(counts[3]))
         present = list(plan.n0)
         for ratio in schedule.image_token_ratio_list:
             kept = [min(kept_image_tokens(n0, ratio), p) if q else p
@@ -121,6 +124,10 @@ class KeepPlan:
         """Whether stage ``stage`` runs on compacted tokens (some sample dropped at an earlier boundary)."""
         return any(self.drops[:stage])
 
+    def ends_in_last_slot(self, stage: int) -> bool:
+        """Whether every sample's last token sits in the last slot in ``stage`` (inference compacts to the right)."""
+        return self.input_ends_aligned or self.dropped_before(stage)
+
     def has_padding(self, stage: int) -> bool:
         """Whether some sample of stage ``stage`` is shorter than the batch's slots."""
         if not self.dropped_before(stage):
@@ -128,12 +135,14 @@ class KeepPlan:
         kept = self.kept[stage - 1]
         return any(r - n0 + k != self.length[stage - 1] for r, n0, k in zip(self.real, self.n0, kept))
 
-    def device_tensors(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(S-1, B)`` keep counts and ``(S, B)`` position offsets (image tokens dropped before each
-        stage), sent to ``device`` in one copy."""
+    def device_tensors(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sent to ``device`` in one copy: ``(S-1, B)`` image tokens kept and tokens kept after each
+        boundary, and ``(S, B)`` position offsets (image tokens dropped before each stage)."""
         offsets = [[0] * len(self.n0)] + [[n0 - k for n0, k in zip(self.n0, kept)] for kept in self.kept]
-        both = torch.tensor(self.kept + offsets, dtype=torch.long, device=device).view(-1, len(self.n0))
-        return both[:len(self.kept)], both[len(self.kept):]
+        lengths = [[r - n0 + k for r, n0, k in zip(self.real, self.n0, kept)] for kept in self.kept]
+        rows = torch.tensor(self.kept + lengths + offsets, dtype=torch.long, device=device).view(-1, len(self.n0))
+        boundaries = len(self.kept)
+        return rows[:boundaries], rows[boundaries:2 * boundaries], rows[2 * boundaries:]
 
 
 def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embeds: torch.Tensor,
@@ -165,7 +174,7 @@ def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embe
         past_key_values = PDropCache(config=decoder.config)
     past = 0 if past_key_values is None else past_key_values.get_seq_length()
     batch, n, _ = inputs_embeds.shape
-    check_window_not_binding(decoder.config, past + n)
+    check_window_not_binding(past_key_values.window if past else sliding_window(decoder.config), past + n)
     if position_ids is None:
         position_ids = torch.arange(past, past + n, device=inputs_embeds.device)[None]
     position_ids = position_ids.expand(batch, -1)
@@ -184,26 +193,34 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
     """The prompt through every stage, dropping at each boundary; fills ``cache``'s stage state."""
     stages = schedule.stage_layers(decoder.config.num_hidden_layers)
     training = seq.labels is not None
-    plan = KeepPlan.read(seq, _queries(seq), schedule)
-    keep_counts, offsets = plan.device_tensors(seq.hidden_states.device)
+    inference = seq.labels is None and seq.query_override is None  # one query per sample: its last token
+    plan = KeepPlan.read(seq, seq.attention_mask.any(dim=1, keepdim=True) if inference else _queries(seq), schedule)
+    keep_counts, lengths, offsets = plan.device_tensors(seq.hidden_states.device)
     content_keys = (random_keys(seq.hidden_states, seq.attention_mask & ~seq.image_mask)
                     if schedule.method == "random" else None)
     trace = DropTrace(seq.image_mask) if seq.source_index is not None else None
     if cache is not None:
-        cache.stage_states, cache.position_offsets = [], offsets if schedule.position_mode == "compact" else None
+        cache.reset_stages(stages, offsets if schedule.position_mode == "compact" else None,
+                           sliding_window(decoder.config), schedule)
     stage_input = rotary = None
     for s, layers in enumerate(stages):
         if s > 0:
             ranking = _Ranking(decoder.layers, layers.start, schedule, stage_input, rotary, content_keys)
-            seq = drop_at_boundary(ranking, seq, plan, s - 1, keep_counts[s - 1], align_right=not training)
+            seq = drop_at_boundary(ranking, seq, plan, s - 1, keep_counts[s - 1], lengths[s - 1],
+                                   align_right=not training)
             if cache is not None:
-                cache.stage_states.append(StageCacheState(seq.attention_mask, plan.has_padding(s)))
+                cache.stage_states.append(StageCacheState(seq.attention_mask if plan.has_padding(s) else None))
         if trace is not None:
             trace.record(seq)
-        compacted = plan.dropped_before(s)
-        mask, positions = (seq.attention_mask, seq.position_ids) if compacted else (attention_mask, position_ids)
+        compacted, padded = plan.dropped_before(s), plan.has_padding(s)
+        if compacted:  # a mask only where padding is (known here): no device read in the mask builder
+            mask, positions = seq.attention_mask if padded else None, seq.position_ids
+        else:
+            mask, positions = attention_mask, position_ids
+        # with padding the builder's check for an implicit causal mask can only fail: skip its device reads
         causal_mask = create_causal_mask(config=decoder.config, inputs_embeds=seq.hidden_states, attention_mask=mask,
-                                         past_key_values=cache, position_ids=positions, layer_idx=layers.start)
+                                         past_key_values=cache, position_ids=None if compacted else positions,
+                                         layer_idx=layers.start, allow_is_causal_skip=not padded)
         rotary = decoder.rotary_emb(seq.hidden_states, position_ids=positions)
         # after a drop the positions may have gaps; FlashAttention would read them as packed sequences
         seq.hidden_states, stage_input = run_stage(decoder, layers, seq.hidden_states, causal_mask, rotary,
@@ -214,14 +231,16 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
 
 def decode_step(decoder: nn.Module, schedule: PDropConfig, inputs_embeds: torch.Tensor, attention_mask,
                 position_ids: torch.Tensor, cache: PDropCache, **layer_kwargs) -> torch.Tensor:
-    """New tokens (text) through every stage against its cache; returns the last hidden states ``(B, t, d)``."""
-    stages = schedule.stage_layers(decoder.config.num_hidden_layers)
-    if len(cache.stage_states) != len(stages) - 1:
+    """New tokens (text) through every stage against its cache; returns the last hidden states ``(B, t, d)``.
+
+    Everything static (the stages, the window) comes from the cache, set by the prefill.
+    """
+    if cache.schedule is not schedule and cache.schedule != schedule:
         raise ValueError("past_key_values holds tokens but was not filled by a PyramidDrop prefill with this schedule "
-                         "(expected a PDropCache with one state per later stage)")
-    inputs = decode_stage_inputs(decoder, cache, [r.start for r in stages], inputs_embeds, attention_mask, position_ids)
+                         f"(its prefill ran {cache.schedule})")
+    inputs = decode_stage_inputs(decoder, cache, inputs_embeds, attention_mask, position_ids)
     hidden = inputs_embeds
-    for s, (layers, (causal_mask, rotary, positions)) in enumerate(zip(stages, inputs)):
+    for s, (layers, (causal_mask, rotary, positions)) in enumerate(zip(cache.stages, inputs)):
         hidden, _ = run_stage(decoder, layers, hidden, causal_mask, rotary, None if s else positions, cache,
                               **layer_kwargs)
     return hidden
@@ -250,7 +269,7 @@ class _Ranking:
     rotary: tuple[torch.Tensor, torch.Tensor]  # the stage's (cos, sin)
     content_keys: torch.Tensor | None  # random: (B,) per-sample keys
 
-    def scores(self, seq: TokenSequence, query_index, query_valid, boundary: int) -> torch.Tensor:
+    def scores(self, seq: TokenSequence, plan: "KeepPlan", boundary: int) -> torch.Tensor:
         """``(B, m)`` float32, non-negative, higher = kept first."""
         if self.schedule.method == "random":
             return random_scores(self.content_keys, seq.attention_mask, self.schedule.seed, boundary)
@@ -258,22 +277,34 @@ class _Ranking:
             layer, hidden = self.layers[self.next_index - 1], self.stage_input
         else:
             layer, hidden = self.layers[self.next_index], seq.hidden_states
-        return image_token_scores(layer, hidden, self.rotary, seq.attention_mask, query_index, query_valid)
+        key_mask = seq.attention_mask if plan.has_padding(boundary) else None
+        if seq.labels is None and seq.query_override is None:  # inference: each sample's last token asks
+            index = None if plan.ends_in_last_slot(boundary) else query_slots(inference_query_mask(seq.attention_mask), 1)[0]
+            return image_token_scores(layer, hidden, self.rotary, key_mask, index, None, causal=False)
+        index, valid = query_slots(_queries(seq), plan.query_slots)
+        return image_token_scores(layer, hidden, self.rotary, key_mask, index, valid)
 
 
 def drop_at_boundary(ranking: _Ranking, seq: TokenSequence, plan: KeepPlan, boundary: int, keep_counts: torch.Tensor,
-                     align_right: bool) -> TokenSequence:
-    """Rank and drop at one boundary (``keep_counts`` ``(B,)`` = ``plan.kept[boundary]`` on the device)."""
+                     lengths: torch.Tensor, align_right: bool) -> TokenSequence:
+    """Rank and drop at one boundary (``keep_counts``, ``lengths``: ``(B,)`` image tokens and tokens each sample
+    keeps, ``plan``'s numbers on the device)."""
     # Ranked even when nothing is dropped (e.g. a text-only batch): under ZeRO-3 every rank must call
     # the same modules in the same order, since each call gathers that module's parameters.
-    with torch.profiler.record_function("pdrop/rank"):
-        query_index, query_valid = query_slots(_queries(seq), plan.query_slots)
-        scores = ranking.scores(seq, query_index, query_valid, boundary)
+    with _profiled("pdrop/rank"):
+        scores = ranking.scores(seq, plan, boundary)
     if not plan.drops[boundary]:
         return seq
-    with torch.profiler.record_function("pdrop/compact"):
-        kept = select_image_tokens(scores, seq.image_mask, keep_counts, max(plan.kept[boundary]))
-        return seq.compact(~seq.image_mask | kept, ranking.schedule.position_mode, align_right, plan.length[boundary])
+    with _profiled("pdrop/compact"):
+        uniform = len(set(plan.kept[boundary])) == 1  # every sample keeps the same count: no per-sample cut
+        kept = select_image_tokens(scores, seq.image_mask, None if uniform else keep_counts, max(plan.kept[boundary]))
+        return seq.compact(~seq.image_mask | kept, ranking.schedule.position_mode, align_right, plan.length[boundary],
+                           lengths)
+
+
+def _profiled(name: str):
+    """A profiler range (``llava.bench`` reads them) when a profiler runs; nothing otherwise."""
+    return torch.profiler.record_function(name) if torch.autograd.profiler._is_profiler_enabled else nullcontext()
 
 
 def _queries(seq: TokenSequence) -> torch.Tensor:

@@ -21,13 +21,14 @@ import torch
 from .ranking import IGNORE_INDEX, gather_tokens
 
 
-def select_image_tokens(scores: torch.Tensor, image_mask: torch.Tensor, keep_counts: torch.Tensor,
+def select_image_tokens(scores: torch.Tensor, image_mask: torch.Tensor, keep_counts: torch.Tensor | None,
                         max_keep: int | None = None) -> torch.Tensor:
     """The ``keep_counts[b]`` highest-scoring image tokens of each sample.
 
     Args:
         scores: ``(B, n)`` float, non-negative (attention weights or uniform draws).
-        image_mask: ``(B, n)`` bool; keep_counts: ``(B,)`` long, each at most the sample's image tokens.
+        image_mask: ``(B, n)`` bool; keep_counts: ``(B,)`` long, each at most the sample's image tokens,
+            or None: every sample keeps ``max_keep``, which none exceeds.
         max_keep: ``keep_counts.max()`` if the caller knows it (read from the tensor when None).
     Returns:
         ``(B, n)`` bool, True at kept image tokens. Ties go to the earlier token: the score's float32
@@ -41,26 +42,30 @@ def select_image_tokens(scores: torch.Tensor, image_mask: torch.Tensor, keep_cou
         return torch.zeros_like(image_mask)
     bits = scores.float().contiguous().view(torch.int32).long()
     later_first = torch.arange(n - 1, -1, -1, device=scores.device)
-    key = (bits * n + later_first).masked_fill(~image_mask, -1)
+    key = torch.where(image_mask, bits * n + later_first, -1)
     top = key.topk(max_keep, dim=1).indices  # (B, max_keep), best first
+    if keep_counts is None:
+        return torch.zeros_like(image_mask).scatter_(1, top, True)
     chosen = torch.arange(max_keep, device=scores.device) < keep_counts[:, None]
     return torch.zeros_like(image_mask).scatter_(1, top, chosen) & image_mask
 
 
-def compaction_index(keep: torch.Tensor, align_right: bool, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def compaction_index(keep: torch.Tensor, align_right: bool, length: int | None = None,
+                     counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each slot of the compacted batch comes from.
 
     Args:
         keep: ``(B, n)`` bool, tokens that survive (in order).
         align_right: put the padding on the left (inference) instead of the right (training).
-        length: ``m``, the most tokens any sample keeps (read from ``keep`` when None).
+        length: ``m``, the most tokens any sample keeps, and ``counts`` ``(B,)`` the tokens each keeps, if
+            the caller knows them (read from ``keep`` when None).
     Returns:
         ``index`` ``(B, m)`` long source positions (0 in padding slots) and ``valid`` ``(B, m)`` bool.
     """
     batch, n = keep.shape
-    counts = keep.sum(dim=1)
+    counts = keep.sum(dim=1) if counts is None else counts
     m = (int(counts.max()) if batch else 0) if length is None else length
-    dest = keep.long().cumsum(dim=1) - 1
+    dest = keep.cumsum(dim=1) - 1
     if align_right:
         dest = dest + (m - counts)[:, None]
     dest = torch.where(keep, dest, m)  # dropped tokens go to a scratch column
@@ -97,16 +102,17 @@ class TokenSequence:
     labels: torch.Tensor | None = None
     query_override: torch.Tensor | None = None
 
-    def compact(self, keep: torch.Tensor, position_mode: str, align_right: bool,
-                length: int | None = None) -> "TokenSequence":
-        """Keep the tokens in ``keep`` ``(B, n)`` (padding is never kept), re-padded to ``length`` slots.
+    def compact(self, keep: torch.Tensor, position_mode: str, align_right: bool, length: int | None = None,
+                counts: torch.Tensor | None = None) -> "TokenSequence":
+        """Keep the tokens in ``keep`` ``(B, n)`` (padding is never kept), re-padded to ``length`` slots
+        (``counts`` ``(B,)``: the tokens each sample keeps, when known; see :func:`compaction_index`).
 
         In ``compact`` mode a kept token's position drops by the number of tokens removed before it,
         which renumbers a sample's tokens 0..k-1 when its input positions were 0..n-1. Padding slots
         hold a copy of some real token's hidden state: they are masked everywhere they are read.
         """
         keep = keep & self.attention_mask
-        index, valid = compaction_index(keep, align_right, length)
+        index, valid = compaction_index(keep, align_right, length, counts)
         positions = self.position_ids
         if position_mode == "compact":
             dropped = (self.attention_mask & ~keep).long()

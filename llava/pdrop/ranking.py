@@ -76,6 +76,18 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos[:, None] + rotate_half(x) * sin[:, None]
 
 
+def half_signed(sin: torch.Tensor) -> torch.Tensor:
+    """``sin`` with its first half negated, so that ``rotate_half(x) * sin == x.roll(D/2) * half_signed(sin)``."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def apply_rotary_rolled(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rotary` with ``signed_sin = half_signed(sin)`` made once: a roll instead of two slices, a
+    negation and a concatenation (the same values: negating a factor is exact)."""
+    return x * cos[:, None] + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin[:, None]
+
+
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x`` ``(B, n, ...)`` gathered at ``index`` ``(B, Q)`` -> ``(B, Q, ...)``."""
     expanded = index.reshape(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
@@ -87,9 +99,10 @@ def image_token_scores(
     layer: nn.Module,
     hidden_states: torch.Tensor,
     position_embeddings: tuple[torch.Tensor, torch.Tensor],
-    key_mask: torch.Tensor,
-    query_index: torch.Tensor,
-    query_valid: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    query_index: torch.Tensor | None,
+    query_valid: torch.Tensor | None,
+    causal: bool = True,
 ) -> torch.Tensor:
     """Attention paid by the query tokens to every token, scored with ``layer``'s projections.
 
@@ -97,8 +110,10 @@ def image_token_scores(
         layer: the decoder layer that runs next (``input_layernorm``, ``self_attn.q_proj/k_proj``).
         hidden_states: ``(B, n, d)`` output of the boundary layer; detached here (no gradient).
         position_embeddings: ``(cos, sin)``, each ``(B or 1, n, D)``, at the current position ids.
-        key_mask: ``(B, n)`` bool, True at real (non-padding) tokens.
-        query_index: ``(B, Q)`` query positions; ``query_valid``: ``(B, Q)`` which slots are real.
+        key_mask: ``(B, n)`` bool, True at real (non-padding) tokens; None: no padding.
+        query_index: ``(B, Q)`` query positions; None: one query per sample, in the last slot.
+        query_valid: ``(B, Q)`` which slots are real; None: all of them.
+        causal: mask keys after each query (False when every query is its sample's last token).
     Returns:
         ``(B, n)`` float32, non-negative: per token, the head-averaged softmax weight averaged over
         the valid queries (0 for samples without queries). Callers read the image-token columns.
@@ -106,24 +121,39 @@ def image_token_scores(
     attn = layer.self_attn
     batch, n, _ = hidden_states.shape
     head_dim = attn.head_dim
-    x = layer.input_layernorm(hidden_states.detach())  # row-wise: the query rows are gathered from it
-    cos, sin = (t.expand(batch, -1, -1) for t in position_embeddings)
-
-    q = attn.q_proj(gather_tokens(x, query_index)).view(batch, query_index.shape[1], -1, head_dim)
-    k = attn.k_proj(x).view(batch, n, -1, head_dim)
-    q = apply_rotary(q.transpose(1, 2), gather_tokens(cos, query_index), gather_tokens(sin, query_index))
-    k = apply_rotary(k.transpose(1, 2), cos, sin)
-
+    x = layer.input_layernorm(hidden_states)  # row-wise: the query rows are taken from it (no grad: decorated)
+    cos, sin = position_embeddings
+    sin = half_signed(sin)
+    if query_index is None:
+        query_x, query_cos, query_sin = x[:, -1:], cos[:, -1:], sin[:, -1:]
+    else:
+        cos, sin = cos.expand(batch, -1, -1), sin.expand(batch, -1, -1)
+        query_x, query_cos, query_sin = (gather_tokens(t, query_index) for t in (x, cos, sin))
+    num_queries = query_x.shape[1]
+    q = attn.q_proj(query_x).view(batch, num_queries, -1, head_dim).transpose(1, 2)
+    q = apply_rotary_rolled(q, query_cos, query_sin)
+    k = apply_rotary_rolled(attn.k_proj(x).view(batch, n, -1, head_dim).transpose(1, 2), cos, sin)
     num_kv_heads = k.shape[1]
-    q = q.reshape(batch, num_kv_heads, -1, query_index.shape[1], head_dim)  # head h uses kv head h // rep
-    logits = torch.einsum("bgrqd,bgkd->bgrqk", q.float(), k.float()) * head_dim**-0.5
-
-    positions = torch.arange(n, device=hidden_states.device)
-    allowed = key_mask[:, None, :] & (positions[None, None, :] <= query_index[:, :, None])  # (B, Q, n)
-    # the lowest finite value, not -inf: a slot with no allowed key gives a finite row, zeroed below
-    logits = logits.masked_fill(~allowed[:, None, None], torch.finfo(torch.float32).min)
-    probs = torch.softmax(logits, dim=-1).mean(dim=(1, 2)) * query_valid[..., None]  # (B, Q, n)
+    q = q.reshape(batch, num_kv_heads, -1, head_dim)  # (B, G, R*Q, D): head h uses kv head h // R
+    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)).view(batch, -1, num_queries, n) * head_dim**-0.5
+    allowed = _allowed_keys(key_mask, query_index, n, causal)
+    if allowed is not None:  # the lowest finite value, not -inf: a slot with no allowed key stays finite
+        logits = logits.masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
+    probs = torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, n)
+    if query_valid is None:
+        return probs.mean(dim=1)
+    probs = probs * query_valid[..., None]
     return probs.sum(dim=1) / query_valid.sum(dim=1).clamp(min=1)[:, None]
+
+
+def _allowed_keys(key_mask: torch.Tensor | None, query_index: torch.Tensor | None, n: int,
+                  causal: bool) -> torch.Tensor | None:
+    """``(B, Q or 1, n)`` bool: the keys each query may see (None: all of them)."""
+    if causal and query_index is not None:
+        positions = torch.arange(n, device=query_index.device)
+        before = positions[None, None, :] <= query_index[:, :, None]
+        return before if key_mask is None else before & key_mask[:, None, :]
+    return None if key_mask is None else key_mask[:, None, :]
 
 
 # ---------------------------------------------------------------------------------------------- random baseline

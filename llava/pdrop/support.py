@@ -40,13 +40,12 @@ def sliding_window(config) -> int | None:
     return window
 
 
-def check_window_not_binding(config, sequence_length: int) -> None:
-    """Refuse a sequence long enough for a sliding window to bind.
+def check_window_not_binding(window: int | None, sequence_length: int) -> None:
+    """Refuse a sequence long enough for a sliding ``window`` (:func:`sliding_window`) to bind.
 
     The stage loop builds full causal masks over the kept tokens; while no sequence is longer than
     the window, that is exactly what the windowed model computes.
     """
-    window = sliding_window(config)
     if window is not None and sequence_length > window:
         raise ValueError(
             f"the sequence holds {sequence_length} tokens, more than the sliding window of {window} this model "

@@ -13,46 +13,101 @@ QUICK = ["--device", "cpu", "--warmup", "0", "--repeats", "1", "--max_new_tokens
 
 
 def bench_for(tasks, attn="sdpa", **kwargs):
-    settings = SpeedSettings(preset="tiny-llava", device="cpu", tasks=tasks, warmup=0, repeats=1, attn=attn, **kwargs)
+    kwargs = {"warmup": 0, "repeats": 1, **kwargs}
+    settings = SpeedSettings(preset="tiny-llava", device="cpu", tasks=tasks, attn=attn, **kwargs)
     return speed.setup_bench(settings, load_model_preset("tiny-llava"))
 
 
 @pytest.mark.parametrize("preset, methods, train_image_tokens", [
-    ("tiny-llava", "none,pdrop,fastv", 16),
-    ("tiny-llava-next", "none,pdrop", 88),  # base crop + 2x2 grid + a newline per row: the model's own count
+    ("tiny-llava", "none,pdrop,fastv,ideal", 16),
+    ("tiny-llava-next", "none,pdrop,ideal", 88),  # base crop + 2x2 grid + a newline per row: the model's own count
 ])
 def test_tiny_run_reports_every_metric_and_writes_json(preset, methods, train_image_tokens, tmp_path, capsys):
     path = tmp_path / "out.json"
-    results = main(["--preset", preset, "--methods", methods, *QUICK, "--json", str(path)])
+    results = main(["--preset", preset, "--methods", methods, *QUICK, "--repeats", "2", "--json", str(path)])
     table = capsys.readouterr().out
     for method in methods.split(","):
         entry = results["methods"][method]
         for task in speed.TASKS:
             metric = entry["metrics"][task]
-            assert metric["median_ms"] > 0 and metric["min_ms"] > 0 and metric["peak_mem_mib"] is None  # CPU
+            assert metric["median_ms"] > 0 and metric["min_ms"] <= metric["median_ms"] <= metric["max_ms"]
+            assert metric["peak_mem_mib"] is None and metric["repeats"] == 2  # CPU
             assert entry["ratios"][task]["median_ms"] is not None
+            assert entry["ratios_to_ideal"][task]["paired_time"]["min"] <= entry["ratios_to_ideal"][task]["paired_time"]["max"]
         assert entry["metrics"]["decode"]["new_tokens_per_run"] == [3]  # every method decodes the same count
         assert entry["metrics"]["decode"]["median_tokens_per_s"] > 0
         assert entry["metrics"]["train_ckpt"]["image_tokens"] == train_image_tokens
-        assert table.count(f"\n{method} ") == 2  # a row in the metric table and one in the memory table
-    assert results["methods"]["none"]["ratios"]["prefill"]["median_ms"] == 1.0
+        assert set(entry["dispatch"]) == {"prefill", "decode_step"} and entry["dispatch"]["prefill"]["ops"] > 0
+        assert table.count(f"\n{method} ") == 4  # metrics, spread, memory and dispatch rows
+    assert results["methods"]["none"]["ratios"]["prefill"]["paired_time"]["median"] == 1.0
+    assert results["methods"]["ideal"]["ratios_to_ideal"]["prefill"]["paired_time"]["median"] == 1.0
     assert results["methods"]["pdrop"]["flops_ratio"] < 1.0
+    assert results["methods"]["ideal"]["flops_ratio"] == results["methods"]["pdrop"]["flops_ratio"]
     assert results["methods"]["pdrop"]["metrics"]["ranking_overhead"]["ranking_pct"] > 0
+    assert "ranking_overhead" not in results["methods"]["ideal"]["metrics"]
+    assert results["dispatch_per_boundary"]["ops"] > 0 and "syncs" in results["dispatch_per_boundary"]
     saved = json.loads(path.read_text())
     assert saved["environment"]["device"] and saved["environment"]["torch"] == torch.__version__
-    assert saved["environment"]["transformers"]
+    assert saved["environment"]["transformers"] and saved["environment"]["cpu_cores"] >= 1
     assert saved["command"].startswith(f"python -m llava.bench --preset {preset} --methods {methods}")
     assert saved["inputs"]["image_tokens"] == load_model_preset(preset)["image_tokens"]
     assert saved["settings"]["dtype"] == "float32" and saved["settings"]["schedule"]["layer_list"] == [1, 2, 3]
+    assert isinstance(saved["reliability_warnings"], list) and saved["machine"]["prefill"]["before"]["cores"] >= 1
+
+
+def test_the_arms_are_interleaved(monkeypatch):
+    order = []
+    monkeypatch.setitem(speed.TASK_STEPS, "prefill", lambda bench, arm: order.append(arm.name) or 1e-3)
+    bench = bench_for(("prefill",), repeats=3)
+    arms = speed.method_arms(bench.settings, 4)
+    speed.measure_task(bench, "prefill", arms)
+    assert order == ["none", "pdrop", "ideal", "pdrop", "ideal", "none", "ideal", "none", "pdrop"]
+
+
+def test_ideal_runs_the_schedules_token_counts_by_slicing():
+    from llava.bench.ideal import stage_lengths
+
+    schedule = speed.default_schedule("tiny-llava", 4)
+    assert stage_lengths(schedule, 28, 16) == [28, 20, 16, 14]
+    bench = bench_for(("prefill",))
+    seen = []
+    for layer in bench.model.model.language_model.layers:
+        layer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0].shape[1]), with_kwargs=True)
+    with torch.no_grad():
+        speed.language_model_forward(bench, speed.Arm("ideal", schedule), **bench.lm_inputs)
+    assert seen == [28, 20, 16, 14]
+    seen.clear()
+    with torch.no_grad():
+        speed.language_model_forward(bench, speed.Arm("pdrop", schedule), **bench.lm_inputs)
+    assert seen == [28, 20, 16, 14]  # the same counts as the method itself
+
+
+def test_dispatch_counts_see_host_reads_and_allocations():
+    from llava.bench.dispatch import count_dispatch
+
+    x = torch.ones(4)
+    counts = count_dispatch(lambda: (x + 1, x.view(2, 2), int(x.sum()), x.tolist()))
+    assert counts == {"ops": 4, "syncs": 2, "allocations": 2}  # add, view, sum, item; tolist is a read too
+
+
+def test_unreliable_conditions_are_named():
+    from llava.bench.report import warn_unreliable
+
+    results = {"machine": {"prefill": {"before": {"load_1min": 3.5, "cores": 2, "threads": 4},
+                                       "after": {"load_1min": 3.9, "cores": 2, "threads": 4}}},
+               "methods": {"pdrop": {"metrics": {"prefill": {"spread_pct": 60.0}}}}}
+    warnings = "\n".join(warn_unreliable(results))
+    assert "4 threads on 2 cores" in warnings and "other work shared the CPU" in warnings
+    assert "pdrop prefill: repeats spread over 60%" in warnings
 
 
 def test_out_of_memory_is_recorded_and_the_run_goes_on(monkeypatch, capsys):
-    def out_of_memory(bench):
+    def out_of_memory(bench, arm):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setitem(speed.TASK_RUNNERS, "train", out_of_memory)
+    monkeypatch.setitem(speed.TASK_STEPS, "train", out_of_memory)
     results = main(["--preset", "tiny-llava", *QUICK, "--tasks", "prefill,train,train_ckpt"])
-    for method in ("none", "pdrop"):
+    for method in ("none", "pdrop", "ideal"):
         metrics = results["methods"][method]["metrics"]
         assert metrics["train"] == "oom"
         assert metrics["prefill"]["median_ms"] > 0 and metrics["train_ckpt"]["median_ms"] > 0
@@ -62,15 +117,17 @@ def test_out_of_memory_is_recorded_and_the_run_goes_on(monkeypatch, capsys):
 
 def test_checkpointing_is_on_only_for_train_ckpt(monkeypatch):
     bench = bench_for(("train", "train_ckpt"))
-    seen, measure = [], speed.measure
+    seen = []
 
-    def spy(step, b, **extra):
+    def spy(b, arm):
         seen.append(b.model.is_activation_checkpointing and b.model.training)
-        return measure(step, b, **extra)
+        return 1e-3
 
-    monkeypatch.setattr(speed, "measure", spy)
-    speed.TASK_RUNNERS["train_ckpt"](bench)
-    speed.TASK_RUNNERS["train"](bench)
+    monkeypatch.setitem(speed.TASK_STEPS, "train", spy)
+    monkeypatch.setitem(speed.TASK_STEPS, "train_ckpt", spy)
+    arm = [speed.Arm("none", None)]
+    speed.measure_task(bench, "train_ckpt", arm)
+    speed.measure_task(bench, "train", arm)
     assert seen == [True, False]
     assert not bench.model.is_activation_checkpointing and not bench.model.training
 
@@ -84,7 +141,7 @@ def test_decode_loop_is_greedy_generate(schedule):
     embeds = model.get_input_embeddings()(ids).detach()
     bench.lm_inputs = {"inputs_embeds": embeds, "image_mask": ids == spec["image_token_id"]}
     model.set_pdrop_config(schedule)
-    tokens, _ = speed.greedy_decode(bench)
+    tokens, _ = speed.greedy_decode(bench, speed.Arm("pdrop" if schedule else "none", schedule))
     expected = model.generate(inputs_embeds=embeds, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert torch.equal(tokens, expected[:, -4:])
 
@@ -95,6 +152,8 @@ def test_ranking_overhead_found_only_with_pdrop():
     bench.model.set_pdrop_config(speed.default_schedule("tiny-llava", 4))
     overhead = speed.ranking_overhead(bench)
     assert 0 < overhead["ranking_ms"] < overhead["profiled_prefill_ms"]
+    low, high = overhead["ranking_pct_range"]
+    assert low <= overhead["ranking_pct"] <= high
 
 
 def test_default_schedule_is_scaled_to_the_model():

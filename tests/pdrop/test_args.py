@@ -93,3 +93,10 @@ def test_the_training_dataclass_and_argparse_share_the_fields():
     add_schedule_args(parser)
     flags = {option for action in parser._actions for option in action.option_strings if action.help != argparse.SUPPRESS}
     assert flags - {"-h", "--help"} == {f"--{f.name}" for f in dataclasses.fields(ScheduleArguments)}
+
+
+def test_training_flags_beside_no_pdrop_are_not_schedule_flags():
+    from llava.train.arguments import ModelArguments
+
+    args = ModelArguments(model_name_or_path="llm", vision_tower="clip", no_pdrop=True)
+    assert args.given() == ["--no_pdrop"] and args.resolve(SHAPE, SAVED) is None

@@ -1,7 +1,5 @@
 """CUDA paths: bf16, SDPA and FlashAttention-2 kernels. Skipped without a GPU (and FA2 without flash-attn)."""
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -9,10 +7,8 @@ from llava.model import enable_pdrop
 from llava.pdrop import PDropConfig
 
 from ..conftest import Sample, make_batch, position_ids_for, tiny_model
+from .conftest import KERNELS
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-HAS_FLASH = importlib.util.find_spec("flash_attn") is not None
-KERNELS = ["sdpa", pytest.param("flash_attention_2", marks=pytest.mark.skipif(not HAS_FLASH, reason="flash-attn"))]
 PROMPTS = [Sample(before=[5, 6, 7], after=[8, 9, 10, 11]), Sample(before=[12], after=[13, 14, 15, 16, 17, 18, 19])]
 
 
@@ -52,3 +48,33 @@ def test_cached_generation_matches_recomputation(attn, position_mode):
                     position_ids=position_ids_for(mask[:, :-1]), use_cache=False, pdrop_query_mask=prompt_end[:, :-1])
     assert torch.equal(out.logits[:, -1].argmax(-1), generated[:, -1])
     assert model.pdrop_trace.image_tokens_per_stage()[0].tolist() == [16, 8, 4, 2]
+
+
+def test_a_decode_step_reads_the_device_once_and_prefill_once_per_batch():
+    """What a GPU run waits for: one host read per decode step (as the stock model), one per prefill."""
+    from llava.bench.dispatch import count_dispatch
+
+    model = _cuda_model(PDropConfig([1, 2, 3], [0.5, 0.25, 0.125]), "sdpa")
+    batch = _cuda_batch()
+    with torch.no_grad():
+        prefill = count_dispatch(lambda: model(**batch, use_cache=True))
+        out = model(**batch, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
+        mask = torch.cat([batch["attention_mask"], torch.ones_like(token)], 1)
+        step = count_dispatch(lambda: model(input_ids=token, attention_mask=mask, past_key_values=out.past_key_values))
+    assert prefill["syncs"] <= 3  # the input checks, the keep plan, one mask builder read for the padded batch
+    assert step["syncs"] == 1
+
+
+def test_peak_memory_of_a_prefill_shrinks_with_the_drop():
+    model = _cuda_model(None, "sdpa")
+    batch = _cuda_batch()
+    peaks = {}
+    for name, schedule in (("none", None), ("pdrop", PDropConfig([1], [0.125]))):
+        model.set_pdrop_config(schedule)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad():
+            model(**batch, use_cache=True)
+        peaks[name] = torch.cuda.max_memory_allocated()
+    assert peaks["pdrop"] <= peaks["none"]
