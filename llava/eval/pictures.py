@@ -396,6 +396,10 @@ def kept_token_indices(trace, image_token_counts: list[int], image_index: int = 
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from . import pyramid_pictures  # huge images: --coarse_to_fine draws the walk's levels there
+
+    if pyramid_pictures.requested(argv):
+        return pyramid_pictures.main(argv)
     parser = argparse.ArgumentParser(description="Picture the image tokens PyramidDrop keeps at each stage.")
     add_model_args(parser, no_pdrop=False)
     parser.add_argument("--image", required=True)
@@ -418,4 +422,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from .cli import cli_main
+
+    cli_main(main, prog="llava.eval.pictures")
