@@ -62,6 +62,9 @@ def test_plan_and_references_by_hand(tiny_config):
     assert plan.num_vision_images == 15 and plan.num_image_tokens == 16 + 4 + 4
     capped = planned_walk(300, 170, dataclasses.replace(tiny_config, max_levels=2, token_budget=1), patch_size=7)
     assert [lv.tiles for lv in capped.levels] == [2, 4] and capped.num_image_tokens == 16 + 1 + 1
+    # one token kept: the next level can only be the (at most 4) tiles under it, however many are allowed
+    few = planned_walk(300, 170, dataclasses.replace(tiny_config, max_tiles_per_level=9, token_budget=1), 7)
+    assert [lv.tiles for lv in few.levels] == [2, 4, 4, 4]
     full = full_grid_walk(300, 170, tiny_config, patch_size=7)
     assert (full.num_vision_images, full.num_image_tokens, full.levels) == (78, 16 + 77 * 4 + 7 * 2, [])
     assert thumbnail_walk(tiny_config, 7) == WalkCount(16, 1, 16)
@@ -75,7 +78,8 @@ def next_model():
 
 
 @pytest.mark.parametrize("size,overrides", [((300, 170), {}), ((420, 300), {"token_keep_ratio": 1.0}),
-                                            ((233, 97), {"token_budget": 1}), ((150, 300), {"max_levels": 2})])
+                                            ((233, 97), {"token_budget": 1}), ((150, 300), {"max_levels": 2}),
+                                            ((420, 300), {"token_budget": 1, "max_tiles_per_level": 9})])
 def test_real_walks_stay_within_the_plan_and_are_counted_from_their_trace(next_model, tiny_config, size, overrides):
     cfg = dataclasses.replace(tiny_config, **overrides)
     result = coarse_to_fine(next_model, noise_image(*size, seed=sum(size)), PREFIX, QUESTION, cfg)
