@@ -1,8 +1,13 @@
 """Benchmark question files -> question records ``{"question_id", "text", "image"?}``.
 
-- ``.jsonl`` (LLaVA's eval files): one record per line, used as is.
+- ``.jsonl`` (LLaVA's eval files): one record per line, used as is. LRS-VQA's ``LRS_VQA_merged.jsonl``
+  is one: ``question_id``, ``image`` (a huge scene: answer it with ``--coarse_to_fine``), ``text``,
+  ``category``, ``ground_truth`` and the source dataset (a ``source`` field or the image path); the
+  extra fields stay in the record (``llava.eval.score --task lrs_vqa`` reads them from the same file),
+  only ``text`` is asked.
 - ``.json`` (LLaVA's ScienceQA ``llava_test_CQM-A.json``): a list of conversation records; the
-  question is the first human turn (its ``<image>`` placeholder is kept where it is).
+  question is the first human turn (its ``<image>`` placeholder is kept where it is). A list of
+  question records (``text`` and no ``conversations``, e.g. LRS-VQA as JSON) is used as is.
 - ``.tsv`` (MMBench): one row per question (circular variants are rows of their own), the image
   base64-encoded in the row; the text is ``hint + question + "A. ..."`` options, as LLaVA asks it.
 
@@ -42,6 +47,8 @@ def read_questions(path: str | Path) -> list[dict]:
 
 
 def _from_conversation(record: dict, path: Path, index: int) -> dict:
+    if isinstance(record, dict) and "conversations" not in record and "text" in record:
+        return record  # already a question record (LRS-VQA as a JSON list)
     try:
         human = next(t["value"] for t in record["conversations"] if t["from"] == "human")
     except (KeyError, StopIteration, TypeError):
