@@ -9,7 +9,8 @@ language model without and with the PyramidDrop schedule.
 Launch::
 
     python -m llava.bench.flops --preset llava-next-7b --coarse_to_fine --image_size 20000x20000
-    python -m llava.bench.flops --preset llava-next-7b --coarse_to_fine --image_size 8000x6000 --max_tiles_per_level 9 \\
+    python -m llava.bench.flops --preset llava-next-7b --coarse_to_fine --image_size 8000x6000 \\
+        --max_tiles_per_level 9 \\
         --layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]' --json
 
 Timing::
@@ -52,7 +53,8 @@ ROWS = {"thumbnail_only": "thumbnail only", "full_grid": "full grid (x1)", "coar
 def add_flops_args(parser: argparse.ArgumentParser) -> None:
     """The coarse-to-fine flags plus ``--image_size`` (for ``llava.bench.flops``)."""
     add_coarse_to_fine_args(parser)
-    parser.add_argument("--image_size", help="WIDTHxHEIGHT of the image counted with --coarse_to_fine, e.g. 20000x20000")
+    parser.add_argument("--image_size",
+                        help="WIDTHxHEIGHT of the image counted with --coarse_to_fine, e.g. 20000x20000")
 
 
 def parse_size(text: str) -> tuple[int, int]:

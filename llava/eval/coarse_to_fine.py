@@ -157,7 +157,8 @@ def describe(result: CoarseToFineResult) -> str:
     """One line on what the walk did, for ``llava.eval.infer``."""
     if result.stop_reason == "no_pyramid":
         return (f"coarse-to-fine: {result.image_size[0]} x {result.image_size[1]} px fits one tile, plain "
-                f"any-resolution path: {result.num_image_tokens} image tokens, {result.num_vision_images} crops encoded")
+                f"any-resolution path: {result.num_image_tokens} image tokens, "
+                f"{result.num_vision_images} crops encoded")
     factors = " ".join(f"x{trace.level.factor}" for trace in result.traces)
     return (f"coarse-to-fine: {result.image_size[0]} x {result.image_size[1]} px, levels visited {factors} of "
             f"{len(result.levels)}, tiles per level {result.tiles_per_level}, {result.num_vision_images} crops "

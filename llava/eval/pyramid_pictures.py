@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.panel_size < 16:
         raise ValueError(f"--panel_size {args.panel_size} is too small to draw (>= 16)")
     model, processor = load_for_eval(args)
-    plain = Answerer(model, processor, args.conv_mode, None, args.image_aspect_ratio or default_aspect_ratio(model.config))
+    aspect = args.image_aspect_ratio or default_aspect_ratio(model.config)
+    plain = Answerer(model, processor, args.conv_mode, None, aspect)
     answerer = CoarseToFineAnswerer.from_request(plain, request)
     prompt = answerer.prompt({"question_id": "picture", "image": args.image, "text": args.question})
     if not pyramid_applies(*prompt.image.size, answerer.config.tile_size):

@@ -141,7 +141,8 @@ def saved_config(model) -> CoarseToFineConfig | None:
     try:
         return CoarseToFineConfig.from_dict(dict(data))
     except ValueError as err:
-        raise ValueError(f"the checkpoint's config.coarse_to_fine is not a valid coarse-to-fine config: {err}") from None
+        raise ValueError(f"the checkpoint's config.coarse_to_fine is not a valid coarse-to-fine config: "
+                         f"{err}") from None
 
 
 def attach_config(model, config: CoarseToFineConfig | None) -> None:

@@ -42,7 +42,8 @@ def test_the_question_file_is_read_with_its_fields():
     assert len(records) == 10 and [r["question_id"] for r in records][:6] == [
         "FAIR1M_1_0", "FAIR1M_1_1", "FAIR1M_2_0", "FAIR1M_2_1", "FAIR1M_3_0", 6]
     assert records[8] == {"question_id": "s9", "image": "scenes/P0009.png", "source": "STAR",
-                          "text": "What is parked next to the building?", "category": "reasoning", "ground_truth": "car"}
+                          "text": "What is parked next to the building?", "category": "reasoning",
+                          "ground_truth": "car"}
 
 
 def test_a_json_list_of_questions_is_read_as_is(tmp_path):
@@ -75,7 +76,8 @@ def test_answered_coarse_to_fine_and_scored(tmp_path, monkeypatch):
     annotations = tmp_path / "annotations.jsonl"
     annotations.write_text("".join(json.dumps(g) + "\n" for g in gold))
     metrics = score_cli.main(["--task", "lrs_vqa", "--answers", str(answers), "--annotations", str(annotations)])
-    assert metrics["by_source"]["FAIR"] == {"oa": 50.0, "aa": 50.0, "n": 2, "by_category": {"color": 0.0, "count": 100.0}}
+    assert metrics["by_source"]["FAIR"] == {"oa": 50.0, "aa": 50.0, "n": 2,
+                                            "by_category": {"color": 0.0, "count": 100.0}}
     assert metrics["by_source"]["GLH-Bridge"]["oa"] == 100.0 and metrics["by_source"]["STAR"]["aa"] == 0.0
     assert (metrics["oa"], metrics["aa"], metrics["n"]) == (50.0, 50.0, 4)
 

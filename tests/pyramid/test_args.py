@@ -110,6 +110,6 @@ def test_focus_layer_against_the_model_and_its_schedule():
     with pytest.raises(ValueError, match=r"focus_layer=2 is beyond the first PyramidDrop boundary 1"):
         CoarseToFineRequest.from_args(parse("--coarse_to_fine", "--pyramid_config", "tiny", "--focus_layer",
                                             "2")).resolve(model)
-    with pytest.raises(ValueError, match="focus_layer=4 needs a next layer to score with, but the language model has 4"):
+    with pytest.raises(ValueError, match="focus_layer=4 needs a next layer to score with, but the language model has"):
         CoarseToFineRequest.from_args(parse("--coarse_to_fine", "--pyramid_config", "tiny", "--focus_layer",
                                             "4")).resolve(preset_model("tiny-llava-next", schedule=None))
