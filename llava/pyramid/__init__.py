@@ -19,6 +19,8 @@ The method, as implemented here (training-free: the focus uses the LLM's own fir
   refused above ``max_image_pixels``; only tiles become float tensors (:mod:`.pixels`).
 
 Configs: :class:`CoarseToFineConfig`, ``configs/pyramid/*.json`` (``llava.paths.load_pyramid_config``).
+Command-line flags (one set for every command): :mod:`.args`; FLOPs of a run (vision tower, focus passes,
+LLM): :mod:`.flops`. Answering with it: ``llava.eval.coarse_to_fine`` (``llava.eval.run / infer --coarse_to_fine``).
 """
 
 from .config import CoarseToFineConfig
