@@ -92,8 +92,9 @@ def test_cached_generation_equals_recomputation_and_each_sample_alone():
     assert torch.equal(single[:, -4:], generated[1:, -4:])
 
 
-def test_image_sizes_errors():
-    model = next_model()
+@pytest.mark.parametrize("schedule", [SCHEDULE, None])
+def test_image_sizes_errors(schedule):
+    model = next_model(schedule)
     batch, _ = next_batch(model)
     with pytest.raises(ValueError, match="LLaVA-NeXT needs image_sizes"):
         model(**{k: v for k, v in batch.items() if k != "image_sizes"})
@@ -101,6 +102,8 @@ def test_image_sizes_errors():
         model(**{**batch, "image_sizes": IMAGE_SIZES[:1]})
     with pytest.raises(ValueError, match=r"shape \(num_images, 2\)"):
         model(**{**batch, "image_sizes": torch.tensor([20, 50])})
+    with pytest.raises(ValueError, match=r"pixel_values has shape \(3, 28, 28\); .* expects \(num_images, num_crops"):
+        model(**{**batch, "pixel_values": batch["pixel_values"][0, 0]})
 
 
 def test_saved_next_checkpoint_round_trips(tmp_path):

@@ -101,3 +101,48 @@ def test_inputs_embeds_path_finds_the_image_tokens():
     with torch.no_grad():
         out = model(inputs_embeds=embeds, **batch, position_ids=position_ids_for(batch["attention_mask"]))
     torch.testing.assert_close(out.logits[:, -1], expected)
+
+
+@pytest.mark.parametrize("schedule", [TINY_SCHEDULE, None])
+def test_inputs_that_would_run_silently_are_refused(schedule):
+    model = tiny_model(schedule)
+    batch = make_batch([Sample(before=[5, 6], after=[7, 8, 9]), Sample(before=[10], after=[11])])
+    empty = dict(batch, attention_mask=batch["attention_mask"].clone())
+    empty["attention_mask"][1] = 0
+    with pytest.raises(ValueError, match=r"sample\(s\) \[1\] have an attention mask of all zeros"):
+        model(**empty)
+    with pytest.raises(ValueError, match="holds 32 image tokens but no pixel_values"):
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    with pytest.raises(ValueError, match=r"pixel_values has shape \(3, 28, 28\); .* expects \(num_images, 3, height"):
+        model(**dict(batch, pixel_values=batch["pixel_values"][0]))
+
+
+@pytest.mark.parametrize("saved", [5, True, "[8,16,24]", [8, 16, 24], {"layer_list": [1, 2]},
+                                   {"layer_list": [1], "image_token_ratio_list": 0.5}])
+def test_a_bad_saved_schedule_is_named_and_none_still_loads(saved, tmp_path):
+    model = tiny_model(None)
+    model.config.pdrop = saved
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="config.pdrop|image_token_ratio_list|lacks"):
+        PDropLlavaForConditionalGeneration.from_pretrained(tmp_path)
+    off = PDropLlavaForConditionalGeneration.from_pretrained(tmp_path, pdrop_config=None)
+    assert off.pdrop_config is None
+    again = PDropLlavaForConditionalGeneration.from_pretrained(tmp_path, pdrop_config=TINY_SCHEDULE)
+    assert again.pdrop_config == TINY_SCHEDULE
+
+
+def test_save_pretrained_pushes_the_stock_class_and_honours_is_main_process(tmp_path, monkeypatch):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "other_rank", is_main_process=False)
+    assert not (tmp_path / "other_rank" / "config.json").exists()
+    pushed = {}
+
+    def fake_push(self, repo_id, **kwargs):
+        folder = tmp_path / "pushed"
+        self.save_pretrained(folder)
+        pushed.update(repo_id=repo_id, config=json.loads((folder / "config.json").read_text()))
+
+    monkeypatch.setattr(PDropLlavaForConditionalGeneration, "push_to_hub", fake_push)
+    model.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="me/tiny")
+    assert pushed["repo_id"] == "me/tiny" and pushed["config"]["architectures"] == ["LlavaForConditionalGeneration"]
+    assert pushed["config"]["pdrop"] == TINY_SCHEDULE.to_dict()

@@ -85,3 +85,26 @@ def test_bad_method_or_seed_is_refused(kwargs, message):
         PDropConfig([1], [0.5], **kwargs)
     with pytest.raises(ValueError, match="R=1.0"):
         PDropConfig.fastv(2, 1.0)
+
+
+@pytest.mark.parametrize("method", ["pdrop", "fastv", "random"])
+def test_every_method_keeps_the_same_tokens_batched_and_one_by_one(method):
+    """A sample's choice depends on the sample only: not on the batch size, its place or the padding."""
+    samples = SAMPLES + [Sample(before=[20, 21], after=[22])]
+    model = tiny_model(replace(TINY_SCHEDULE, method=method, seed=5))
+    batch = make_batch(samples, "left")
+    batched = [_kept(model, batch, stage) for stage in (1, 2, 3)]
+    for b, sample in enumerate(samples):
+        alone = make_batch([sample], "left")
+        alone["pixel_values"] = batch["pixel_values"][b:b + 1]  # the same image as in the batch
+        offset = batch["input_ids"].shape[1] - alone["input_ids"].shape[1]
+        for stage in (1, 2, 3):
+            assert [p + offset for p in _kept(model, alone, stage)[0]] == batched[stage - 1][b]
+
+
+def test_random_choices_differ_between_samples():
+    """Seeded by each sample's content: two different prompts do not get the same pattern."""
+    model = tiny_model(replace(TINY_SCHEDULE, method="random", seed=0))
+    first = _kept(model, make_batch([SAMPLES[0]], "left"))[0]
+    second = _kept(model, make_batch([Sample(before=[5, 6, 7], after=[8, 9, 10, 12])], "left"))[0]
+    assert first != second
