@@ -124,6 +124,12 @@ def format_table(results: dict[str, Any]) -> str:
         counts = method["dispatch"]
         lines.append(f"{name:<8}" + "".join(f"{'{ops} / {syncs} / {allocations}'.format(**counts[k]):>24}"
                                             for k in ("prefill", "decode_step")))
+    c2f = results.get("coarse_to_fine")
+    if c2f:
+        times = ", ".join(f"{key} {value:.4g}" for key, value in c2f["median_ms"].items())
+        lines += ["", f"c2f on a {c2f['image_size'][0]}x{c2f['image_size'][1]} synthetic image (median ms): {times}",
+                  f"    vision-tower images {c2f['num_vision_images']}, image tokens {c2f['num_image_tokens']}, "
+                  f"tiles per level {c2f['tiles_per_level']}"]
     per = results["dispatch_per_boundary"]
     lines.append(f"per boundary (pdrop - ideal prefill): {per['ops']:.1f} ops, {per['syncs']:.1f} host reads, "
                  f"{per['allocations']:.1f} allocations")

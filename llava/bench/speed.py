@@ -5,6 +5,10 @@ One run builds a model of the preset's shape once and measures, for each method 
 * ``none``: PyramidDrop off (the stock forward); ``pdrop``: the schedule; ``fastv``: FastV(K, R);
 * ``ideal``: the schedule's token counts by free slicing (:mod:`llava.bench.ideal`): no ranking, no
   gather, no mask work. ``pdrop / ideal`` is the share of the possible gain the method's own work costs.
+* ``c2f`` (LLaVA-NeXT presets): coarse-to-fine on a synthetic image of ``--c2f_image_size``
+  (:func:`llava.bench.coarse_to_fine.run_coarse_to_fine`): the walk (reading, vision tower, focus
+  passes), the prefill and ``--max_new_tokens`` of decoding, with tiles and tokens used, its FLOPs
+  and peak memory; a pipeline of its own, reported beside the tasks (``coarse_to_fine`` in the JSON).
 
 The tasks:
 
@@ -68,7 +72,8 @@ from .ideal import ideal_decoder_forward, ideal_training_loss
 from .report import describe_inputs, environment, format_table, reliability, warn_unreliable
 
 TASKS = ("prefill", "decode", "train", "train_ckpt")
-METHODS = ("none", "pdrop", "fastv", "ideal")
+METHODS = ("none", "pdrop", "fastv", "ideal", "c2f")
+TASK_METHODS = METHODS[:4]  # c2f is measured as a whole pipeline of its own (measure_coarse_to_fine)
 RANKING_RANGES = ("pdrop/rank", "pdrop/compact")  # record_function ranges of the decoder's ranking and compaction
 TEXT_BEFORE_IMAGE = 2  # prompt layout: a few text tokens, the image tokens, then the rest of the text
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -109,6 +114,8 @@ class SpeedSettings:
     """FastV: drop after this many layers."""
     fastv_ratio: float = 0.5
     """FastV: fraction of image tokens dropped (kept: ``1 - fastv_ratio``)."""
+    c2f_image_size: str = "4000x3000"
+    """``c2f``: WIDTHxHEIGHT of the synthetic image walked coarse to fine."""
     seed: int = 0
     """Seed of the random weights and inputs."""
 
@@ -193,7 +200,7 @@ def method_arms(settings: SpeedSettings, num_layers: int) -> list[Arm]:
         raise ValueError(f"unknown method(s) {unknown or list(settings.methods)}: choose from {', '.join(METHODS)}")
     schedule = settings.schedule or default_schedule(settings.preset, num_layers)
     arms = []
-    for method in settings.methods:
+    for method in (m for m in settings.methods if m != "c2f"):
         arm_schedule = {"none": None, "fastv": PDropConfig.fastv(settings.fastv_k, settings.fastv_ratio)}.get(method, schedule)
         if arm_schedule is not None:
             arm_schedule.validate_for(num_layers)
@@ -570,13 +577,44 @@ def run_benchmark(settings: SpeedSettings) -> dict[str, Any]:
     train_tokens = next((m[t]["image_tokens"] for m in metrics.values() for t in ("train", "train_ckpt")
                          if isinstance(m.get(t), dict)), None)
     methods = {arm.name: method_entry(settings, arm, metrics, times, counts[arm.name], train_tokens) for arm in arms}
+    c2f = measure_coarse_to_fine(bench) if "c2f" in settings.methods else None
     results = {"settings": {**asdict(settings), "schedule": schedule.to_dict(),
                             "dtype": str(settings.torch_dtype).removeprefix("torch."),
                             "train_batch_size": settings.train_batch},
                "environment": environment(bench.device), "inputs": describe_inputs(bench, train_tokens),
-               "methods": methods, "dispatch_per_boundary": per_boundary(counts, schedule), "machine": machine}
+               "methods": methods, "dispatch_per_boundary": per_boundary(counts, schedule), "machine": machine,
+               "coarse_to_fine": c2f}
     results["reliability_warnings"] = warn_unreliable(results)
     return results
+
+
+def measure_coarse_to_fine(bench: Bench) -> dict[str, Any]:
+    """``repeats`` timed coarse-to-fine runs (after ``warmup``) of one synthetic image: medians and counts."""
+    from .coarse_to_fine import run_coarse_to_fine, synthetic_inputs
+    from ..pyramid import CoarseToFineConfig
+    from ..pyramid.args import load_named_config
+
+    settings = bench.settings
+    width, height = (int(side) for side in settings.c2f_image_size.lower().split("x"))
+    config = load_named_config("tiny" if Path(settings.preset).stem.startswith("tiny") else "lrs-default")
+    inputs = synthetic_inputs(bench.model, width, height, batch=settings.batch_size, text_tokens=bench.spec["text_tokens"])
+    bench.use(Arm("none", None))
+
+    def once():
+        return run_coarse_to_fine(bench.model, *inputs, config, max_new_tokens=settings.max_new_tokens,
+                                  timer=lambda fn: timed(fn, bench.device))
+
+    for _ in range(settings.warmup):
+        once()
+    runs = [once() for _ in range(settings.repeats)]
+    median = {key: 1e3 * statistics.median(getattr(run, key) for run in runs)
+              for key in ("walk_s", "vision_s", "prefill_s", "decode_s", "total_s")}
+    last = runs[-1]
+    return {"image_size": [width, height], "config": CoarseToFineConfig.to_dict(config),
+            "median_ms": {key.replace("_s", ""): value for key, value in median.items()},
+            "num_vision_images": last.num_vision_images, "num_image_tokens": last.num_image_tokens,
+            "tiles_per_level": last.tiles_per_level, "flops": last.flops,
+            "peak_mem_mib": max((run.peak_mem_mib or 0.0) for run in runs) or None}
 
 
 def method_entry(settings: SpeedSettings, arm: Arm, metrics: dict, times: dict, counts: dict,
@@ -636,6 +674,8 @@ def parse_settings(argv: list[str] | None) -> tuple[SpeedSettings, argparse.Name
     parser.add_argument("--fastv_k", type=int, default=2, help="FastV: drop after this many layers (default: %(default)s)")
     parser.add_argument("--fastv_ratio", type=float, default=0.5,
                         help="FastV: fraction of image tokens dropped (default: %(default)s)")
+    parser.add_argument("--c2f_image_size", default="4000x3000",
+                        help="c2f: WIDTHxHEIGHT of the synthetic image (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default: %(default)s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     add_schedule_args(parser, no_pdrop=False)
@@ -657,6 +697,9 @@ def _check_settings(settings: SpeedSettings, args: argparse.Namespace) -> SpeedS
     # the flags' schedule if they give one, else the default; --drop_method/--drop_seed switch its ranking
     settings.schedule = schedule_from_args(args, ModelShape.from_preset(spec), default_schedule(settings.preset, num_layers))
     method_arms(settings, num_layers)  # unknown methods, boundaries the model cannot have
+    if "c2f" in settings.methods and spec.get("architecture") != "llava_next":
+        raise ValueError(f"--methods c2f needs a LLaVA-NeXT preset (coarse-to-fine walks any-resolution tiles); "
+                         f"{settings.preset} is {spec.get('architecture', 'llava')}")
     check_tasks(settings.tasks)
     return settings
 

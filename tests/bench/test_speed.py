@@ -177,3 +177,15 @@ def test_bad_arguments_give_a_clear_error(argv, message, capsys):
         main(argv + ["--device", "cpu"])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_c2f_walks_a_synthetic_image_on_next_presets_only(capsys):
+    results = main(["--preset", "tiny-llava-next", "--methods", "none,c2f", *QUICK, "--tasks", "prefill",
+                    "--c2f_image_size", "400x300"])
+    c2f = results["coarse_to_fine"]
+    assert c2f["image_size"] == [400, 300] and c2f["num_vision_images"][0] > 1 and c2f["num_image_tokens"][0] > 0
+    assert c2f["median_ms"]["walk"] > 0 and c2f["flops"][0]
+    assert "c2f on a 400x300 synthetic image" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--preset", "tiny-llava", "--methods", "none,c2f", *QUICK])
+    assert "needs a LLaVA-NeXT preset" in capsys.readouterr().err
