@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import transformers
 
-SPREAD_WARNING_PCT = 25.0
+MAD_WARNING_PCT = 10.0  # median absolute deviation of the repeats, % of the median
 OTHER_LOAD_WARNING = 0.5  # runnable threads beyond this run's own, averaged over a minute
 TABLE_COLUMNS = [("prefill", "median_ms", "prefill ms"), ("decode", "median_tokens_per_s", "decode tok/s"),
                  ("train", "median_ms", "train ms"), ("train_ckpt", "median_ms", "train+ckpt ms")]
@@ -68,9 +68,9 @@ def warn_unreliable(results: dict[str, Any]) -> list[str]:
                             "ratios less so (the methods were interleaved)")
     for name, method in results["methods"].items():
         for task, metric in method["metrics"].items():
-            if isinstance(metric, dict) and metric.get("spread_pct", 0) > SPREAD_WARNING_PCT:
-                warnings.append(f"{name} {task}: repeats spread over {metric['spread_pct']:.0f}% of the median "
-                                "(raise --repeats, or run on a quiet machine)")
+            if isinstance(metric, dict) and metric.get("mad_pct", 0) > MAD_WARNING_PCT:
+                warnings.append(f"{name} {task}: the repeats deviate by {metric['mad_pct']:.0f}% of the median "
+                                f"(min .. max {metric['spread_pct']:.0f}%): raise --repeats, or run on a quiet machine")
     return warnings
 
 

@@ -154,8 +154,10 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         median, best, worst = statistics.median(self.times_s), min(self.times_s), max(self.times_s)
+        deviation = statistics.median(abs(t - median) for t in self.times_s)  # robust to one slow repeat
         out = {"median_ms": 1e3 * median, "min_ms": 1e3 * best, "max_ms": 1e3 * worst,
-               "spread_pct": 100 * (worst - best) / median, "repeats": len(self.times_s),
+               "spread_pct": 100 * (worst - best) / median, "mad_pct": 100 * deviation / median,
+               "repeats": len(self.times_s),
                "peak_mem_mib": self.peak_mem_mib, "base_mem_mib": self.base_mem_mib, **self.extra}
         tokens = self.extra.get("tokens_per_step")
         if tokens is not None:

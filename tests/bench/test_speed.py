@@ -95,10 +95,11 @@ def test_unreliable_conditions_are_named():
 
     results = {"machine": {"prefill": {"before": {"load_1min": 3.5, "cores": 2, "threads": 4},
                                        "after": {"load_1min": 3.9, "cores": 2, "threads": 4}}},
-               "methods": {"pdrop": {"metrics": {"prefill": {"spread_pct": 60.0}}}}}
+               "methods": {"pdrop": {"metrics": {"prefill": {"spread_pct": 60.0, "mad_pct": 12.0},
+                                                 "decode": {"spread_pct": 60.0, "mad_pct": 2.0}}}}}
     warnings = "\n".join(warn_unreliable(results))
     assert "4 threads on 2 cores" in warnings and "other work shared the CPU" in warnings
-    assert "pdrop prefill: repeats spread over 60%" in warnings
+    assert "pdrop prefill: the repeats deviate by 12%" in warnings and "decode" not in warnings
 
 
 def test_out_of_memory_is_recorded_and_the_run_goes_on(monkeypatch, capsys):

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The prepared GPU check: the CUDA tests and the two H100/H200 benchmark runs at reduced repeats, then
+# one summary (JSON + markdown) against configs/bench/targets-gpu.json. About 5 minutes on one H200;
+# everything stops within 8. Needs no network.
+#
+#   bash scripts/bench/gpu_check.sh                  # results in gpu_check_out/ (or $OUT)
+#   WHEELS=.whl bash scripts/bench/gpu_check.sh      # first install the wheels placed there (no index)
+#
+# Wheels: a machine whose transformers is older than pyproject.toml's floor gets it from $WHEELS
+# (default .whl/ at the repository root, when it holds wheels), installed into a folder of its own
+# and put first on PYTHONPATH: the machine's CUDA torch is never replaced.
+# Environment: OUT (results folder), WHEELS, PYTHON (default python3), REPEATS (default 3).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+OUT=${OUT:-gpu_check_out}
+WHEELS=${WHEELS:-.whl}
+PYTHON=${PYTHON:-python3}
+REPEATS=${REPEATS:-3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    site=$(mktemp -d)
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$WHEELS"/*.whl || exit 1
+    export PYTHONPATH="$site:$PYTHONPATH"
+fi
+"$PYTHON" - <<'PY' || exit 1
+import sys
+import torch, transformers
+from packaging.version import Version
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}")
+if not torch.cuda.is_available():
+    sys.exit("gpu_check: no CUDA device: run it on a GPU machine")
+if Version(transformers.__version__) < Version("5.18"):
+    sys.exit("gpu_check: transformers >= 5.18 is needed: place its wheel in $WHEELS (pip download --no-deps transformers)")
+print(torch.cuda.get_device_name())
+PY
+nvidia-smi -L > "$OUT/gpu.txt" 2>&1 || true
+
+status=0
+# 1. the CUDA tests (tests/cuda: bf16, SDPA, FlashAttention-2 when importable, memory, host reads)
+timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/cuda 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+# 2. the two benchmark runs the targets name (reduced repeats)
+common=(--dtype bfloat16 --attn sdpa --methods none,pdrop,ideal --warmup 1 --repeats "$REPEATS")
+timeout 200 "$PYTHON" -m llava.bench --preset llava-next-7b "${common[@]}" --batch_size 1 --train_batch_size 2 \
+    --max_new_tokens 16 --json "$OUT/next-7b.json" || status=1
+timeout 150 "$PYTHON" -m llava.bench --preset llava-1.5-7b "${common[@]}" --batch_size 8 --tasks train,train_ckpt \
+    --json "$OUT/llava-1.5-7b.json" || status=1
+# 3. one summary against the targets
+runs=()
+for f in "$OUT/next-7b.json" "$OUT/llava-1.5-7b.json"; do [[ -f $f ]] && runs+=("$f"); done
+if ((${#runs[@]})); then
+    "$PYTHON" -m llava.bench.summary "${runs[@]}" --targets configs/bench/targets-gpu.json \
+        --markdown "$OUT/summary.md" --json "$OUT/summary.json" || status=1
+fi
+exit $status

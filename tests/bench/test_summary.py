@@ -1,0 +1,62 @@
+"""The summary of benchmark runs against the targets in configs/bench, and the prepared GPU check."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llava.bench.summary import check_targets, main
+from llava.paths import CONFIGS_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(preset, prefill_vs_none, prefill_vs_ideal, decode_vs_none, ranking_pct):
+    def paired(x):
+        return {"paired_time": {"median": x, "min": x * 0.9, "max": x * 1.1}}
+
+    pdrop = {"metrics": {"prefill": {"median_ms": 2.0}, "decode": {"median_ms": 5.0},
+                         "ranking_overhead": {"ranking_pct": ranking_pct}},
+             "ratios": {"prefill": paired(prefill_vs_none), "decode": paired(decode_vs_none)},
+             "ratios_to_ideal": {"prefill": paired(prefill_vs_ideal)}}
+    return {"settings": {"preset": preset, "dtype": "float32", "attn": "sdpa", "batch_size": 1, "train_batch_size": 1},
+            "environment": {"device": "cpu", "torch": "x", "transformers": "y"}, "methods": {"pdrop": pdrop}}
+
+
+def test_targets_are_met_missed_or_missing():
+    targets = [{"preset": "p", "task": "prefill", "metric": "time_vs_ideal", "max": 1.05},
+               {"preset": "p", "task": "decode", "metric": "tokens_per_s_vs_none", "min": 1.0},
+               {"preset": "p", "task": "prefill", "metric": "ranking_pct", "max": 2.0},
+               {"preset": "p", "task": "train", "metric": "time_vs_none", "max": 0.6},
+               {"preset": "q", "task": "prefill", "metric": "time_vs_none", "max": 0.5}]
+    checked = check_targets([_run("p", 0.5, 1.04, 1.25, 3.0)], targets)
+    assert [t["status"] for t in checked] == ["met", "missed", "missed", "missing", "missing"]
+    assert checked[1]["value"] == pytest.approx(0.8)  # tokens/s ratio: the inverse of the time ratio
+
+
+def test_every_targets_file_names_known_presets_and_metrics():
+    for path in (CONFIGS_DIR / "bench").glob("targets-*.json"):
+        for target in json.loads(path.read_text())["targets"]:
+            assert (CONFIGS_DIR / "models" / f"{target['preset']}.json").is_file()
+            assert target["metric"] in {"time_vs_none", "time_vs_ideal", "tokens_per_s_vs_none", "ranking_pct"}
+            assert ("max" in target) != ("min" in target)
+
+
+def test_cli_writes_markdown_and_json(tmp_path, capsys):
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(_run("tiny-llava", 0.5, 1.0, 1.0, 1.0)))
+    main([str(run), "--targets", str(CONFIGS_DIR / "bench" / "targets-cpu.json"),
+          "--markdown", str(tmp_path / "s.md"), "--json", str(tmp_path / "s.json")])
+    assert "| tiny-llava | tiny decode tokens/s | tokens_per_s_vs_none | >= 0.95 | 1.000 | met |" in (tmp_path / "s.md").read_text()
+    assert {t["status"] for t in json.loads((tmp_path / "s.json").read_text())["targets"]} == {"met", "missing"}
+
+
+def test_gpu_check_says_so_without_a_gpu(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WHEELS": str(tmp_path / "no-wheels")}
+    done = subprocess.run(["bash", "scripts/bench/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode == 0:  # a machine with a GPU ran the whole check
+        assert (tmp_path / "out" / "summary.md").is_file()
+    else:
+        assert "no CUDA device" in done.stderr
