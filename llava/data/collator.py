@@ -31,7 +31,7 @@ class DataCollatorForSupervisedDataset:
     def __init__(self, pad_token_id: int):
         if pad_token_id is None:
             raise ValueError("pad_token_id is None: give the tokenizer a pad token "
-                             "(llava.data.processor.add_image_token sets one)")
+                             "(llava.model.processor.add_image_token sets one)")
         self.pad_token_id = int(pad_token_id)
 
     def __call__(self, instances: list[dict]) -> dict:

@@ -38,7 +38,7 @@ from PIL import Image
 
 from ..jsonl import iter_jsonl
 from .images import ImageError, ImagePreprocessor, load_image
-from .processor import num_image_tokens
+from ..model.processor import num_image_tokens
 from .templates import IGNORE_INDEX, TokenizedConversation, get_template, split_turns, tokenize_conversation
 
 logger = logging.getLogger(__name__)

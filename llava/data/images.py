@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from .processor import is_anyres, num_image_tokens
+from ..model.processor import is_anyres, num_image_tokens
 
 ASPECT_RATIOS = ("pad", "square", "anyres")
 

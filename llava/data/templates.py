@@ -221,7 +221,7 @@ def tokenize_conversation(
     """Token ids, labels and image spans of one conversation (see the module docstring for the method).
 
     ``image_token_counts[i]`` is the number of tokens of the i-th image
-    (:func:`~llava.data.processor.num_image_tokens`).
+    (:func:`~llava.model.processor.num_image_tokens`).
     Raises ValueError when the number of ``<image>`` placeholders differs from ``len(image_token_counts)``.
     """
     system, rounds = split_turns(conversations)
@@ -247,7 +247,7 @@ def build_prompt(conversations: list[dict], template: str, tokenizer=None, image
 def _image_token_id(tokenizer, image_token: str) -> int:
     if image_token not in tokenizer.get_added_vocab():
         raise ValueError(f"the tokenizer has no special token {image_token!r}: call "
-                         "llava.data.processor.add_image_token(tokenizer) first")
+                         "llava.model.processor.add_image_token(tokenizer) first")
     return tokenizer.convert_tokens_to_ids(image_token)
 
 

@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from ..data.processor import add_image_token, build_processor
+from .processor import add_image_token, build_processor
 from .pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
 
 LLAVA_MODEL_TYPES = ("llava", "llava_next")

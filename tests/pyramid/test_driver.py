@@ -9,7 +9,7 @@ import torch
 
 from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
-from llava.data.processor import anyres_image_processor
+from llava.model.processor import anyres_image_processor
 from llava.pyramid import PyramidNotApplicable, coarse_to_fine, coarse_to_fine_batch, pack_input_ids, pack_inputs
 from llava.pyramid import driver as driver_module
 from llava.pyramid.image_io import ImageReadError

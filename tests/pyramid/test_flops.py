@@ -100,7 +100,7 @@ def test_real_walks_stay_within_the_plan_and_are_counted_from_their_trace(next_m
 def test_the_plain_fallback_is_counted_as_its_crops(next_model, tiny_config):
     from transformers import CLIPImageProcessor
 
-    from llava.data.processor import anyres_image_processor
+    from llava.model.processor import anyres_image_processor
 
     processor = anyres_image_processor(CLIPImageProcessor(size={"shortest_edge": 28}, crop_size=28),
                                        next_model.config.image_grid_pinpoints)
