@@ -127,6 +127,21 @@ class ScheduleArguments:
         return replace(named, layer_list=schedule.layer_list, image_token_ratio_list=schedule.image_token_ratio_list)
 
 
+def file_defaults_under_flags(defaults: dict, argv: list[str]) -> dict:
+    """A config file's values give way to the command line as a whole for the schedule: ``--no_pdrop`` on
+    the command line drops the file's schedule fields, and a schedule flag there drops its ``no_pdrop``.
+
+    (Both given on the command line is still a contradiction, refused by :meth:`ScheduleArguments.resolve`.)
+    """
+    flags = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    names = {f"--{f.name}" for f in fields(ScheduleArguments)} | set(DEPRECATED_FLAGS)
+    if "--no_pdrop" in flags:
+        return {key: value for key, value in defaults.items() if f"--{key}" not in names - {"--no_pdrop"}}
+    if flags & (names - {"--no_pdrop"}):
+        return {key: value for key, value in defaults.items() if key != "no_pdrop"}
+    return defaults
+
+
 def parse_budget(text: str) -> dict[str, float]:
     """``tokens=192`` -> ``{"avg_image_tokens": 192.0}``; ``flops=0.5`` -> ``{"flops_ratio": 0.5}`` (``:`` works too)."""
     kind, _, value = text.replace(":", "=", 1).partition("=")

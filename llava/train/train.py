@@ -27,7 +27,7 @@ from ..data import DataCollatorForSupervisedDataset, ImagePreprocessor, LazySupe
 from ..model.assemble import VisionSpec, assemble_llava, for_generation, is_llava_checkpoint, load_projector
 from ..model.builder import llava_class
 from ..paths import TRAINER_STATE_FILE, TRAINING_ARGS_FILE
-from ..pdrop.args import add_deprecated_aliases
+from ..pdrop.args import add_deprecated_aliases, file_defaults_under_flags
 from ..pdrop.flops import ModelShape
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .checkpoints import find_resume_checkpoint, refuse_finished_run
@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, argv = _pop_flag(argv, "--config")
     defaults = load_train_config(config_path) if config_path else {}
+    defaults = file_defaults_under_flags(defaults, argv)  # e.g. --no_pdrop beats the file's pdrop_schedule
     _prepare_cpu_processes(defaults, argv)
     parser = transformers.HfArgumentParser(DATACLASSES)
     add_deprecated_aliases(parser)  # --lambda, --stages, --position_mode, --schedule (until 0.3)

@@ -33,6 +33,8 @@
 #   OMP_NUM_THREADS          without GPUs: 1 unless set (each rank is one CPU process)
 #   TORCH_EXTENSIONS_DIR     without GPUs: .cache/torch_extensions in the repository unless set
 #                            (DeepSpeed compiles its CPU ops there)
+#   TINY_ASSETS              where a tiny-*.json config's assets are written (default playground/tiny;
+#                            point MODEL_NAME_OR_PATH, VISION_TOWER, DATA_PATH, IMAGE_FOLDER there too)
 # Arguments after the script name are passed to llava.train.train last, so they override everything.
 # Relative paths (CONFIG, DEEPSPEED, OUTPUT_DIR, ...) are relative to the repository root: the
 # launcher runs there whatever the current directory. A config named tiny-*.json first writes the
@@ -116,7 +118,7 @@ pdrop_launch() {
 
     local -a prepare=()
     if [[ "$(basename "$CONFIG")" == tiny-* ]]; then
-        prepare=("$python" -m llava.data.synthetic --out playground/tiny)
+        prepare=("$python" -m llava.data.synthetic --out "${TINY_ASSETS:-playground/tiny}")
     fi
     if [[ "${DRY_RUN:-0}" != 0 ]]; then
         if (( ${#prepare[@]} )); then pdrop_print "${prepare[@]}"; fi

@@ -100,3 +100,24 @@ def test_training_flags_beside_no_pdrop_are_not_schedule_flags():
 
     args = ModelArguments(model_name_or_path="llm", vision_tower="clip", no_pdrop=True)
     assert args.given() == ["--no_pdrop"] and args.resolve(SHAPE, SAVED) is None
+
+
+def test_the_command_line_beats_a_config_files_schedule():
+    from llava.pdrop.args import file_defaults_under_flags
+
+    config = {"pdrop_schedule": "tiny", "pdrop_position_mode": "original", "learning_rate": 0.1}
+    assert file_defaults_under_flags(config, ["--no_pdrop"]) == {"learning_rate": 0.1}
+    assert file_defaults_under_flags({"no_pdrop": True, "seed": 1}, ["--layer_list", "[1]"]) == {"seed": 1}
+    assert file_defaults_under_flags(config, ["--max_steps", "3"]) == config
+
+
+def test_no_pdrop_on_the_command_line_turns_off_a_shipped_configs_schedule(tmp_path):
+    from llava.paths import CONFIGS_DIR
+    from llava.train.train import parse_args
+
+    model_args, _, _ = parse_args(["--config", str(CONFIGS_DIR / "train" / "tiny-finetune.json"), "--no_pdrop",
+                                   "--output_dir", str(tmp_path)])
+    assert model_args.pdrop_schedule is None and model_args.resolve(SHAPE, SAVED) is None
+    with pytest.raises(ValueError, match="--no_pdrop turns PyramidDrop off"):
+        parse_args(["--config", str(CONFIGS_DIR / "train" / "tiny-finetune.json"), "--no_pdrop",
+                    "--drop_method", "fastv", "--output_dir", str(tmp_path)])[0].resolve(SHAPE, SAVED)

@@ -31,10 +31,17 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
+TINY = {}  # the tiny assets (tests/conftest.py's session folder), set by the pipeline fixture
+
+
 def run_script(script: str, config: str, tmp_path: Path, *flags: str, **env: str) -> subprocess.CompletedProcess:
+    """A stage script on the tiny assets of this test session: nothing is written into the checkout."""
+    data = "pretrain.json" if "pretrain" in config else "finetune.json"
     environment = {**os.environ, "CONFIG": f"configs/train/{config}.json", "PYTHON": sys.executable, "GPUS": "2",
-                   "MASTER_PORT": _free_port(), "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"),
-                   "WANDB_DIR": str(tmp_path), **env}
+                   "MASTER_PORT": _free_port(), "TORCH_EXTENSIONS_DIR": str(TINY["extensions"]),
+                   "WANDB_DIR": str(tmp_path), "TINY_ASSETS": str(TINY["llm"].parent),
+                   "MODEL_NAME_OR_PATH": str(TINY["llm"]), "VISION_TOWER": str(TINY["vision"]),
+                   "DATA_PATH": str(TINY["data"] / data), "IMAGE_FOLDER": str(TINY["data"] / "images"), **env}
     environment.pop("WANDB_API_KEY", None)
     done = subprocess.run(["bash", f"scripts/{script}", *flags], cwd=REPO, env=environment, capture_output=True,
                           text=True, timeout=1200)
@@ -49,7 +56,8 @@ def logged_losses(output_dir: Path) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def pipeline(tmp_path_factory, assets):
+    TINY.update(assets, extensions=tmp_path_factory.getbasetemp() / "torch_extensions")
     tmp = tmp_path_factory.mktemp("pipeline")
     pre, ft = tmp / "pretrain", tmp / "finetune"
     run_script("pretrain_pdrop.sh", "tiny-pretrain", tmp, "--report_to", "wandb", OUTPUT_DIR=str(pre))
@@ -78,7 +86,7 @@ def test_finetune_under_zero3_trains_saves_16bit_and_generates(pipeline):
         assert torch.equal(tensor, model.state_dict()[name]), name
     processor = AutoProcessor.from_pretrained(ft)
     from PIL import Image
-    image = Image.open(REPO / "playground/tiny/data/images/eval_0000.png")
+    image = Image.open(TINY["data"] / "images" / "eval_0000.png")
     prompt = build_prompt([{"from": "human", "value": "<image>\nWhat color is the square?"}], "vicuna_v1")
     inputs = processor(images=image, text=prompt, return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
@@ -113,7 +121,7 @@ def test_zero3_without_drop_mixes_image_and_text_only_batches(pipeline):
     Three text-only records for one with an image and no modality grouping: most steps give one
     rank a batch without images (a dummy image) while the other has images.
     """
-    records = json.loads((REPO / "playground/tiny/data/finetune.json").read_text())
+    records = json.loads((TINY["data"] / "finetune.json").read_text())
     text = [r for r in records if "image" not in r][:24]
     images = [r for r in records if isinstance(r.get("image"), str)][:8]
     data = pipeline["tmp"] / "mixed.json"
