@@ -118,10 +118,33 @@ def image_token_scores(
         ``(B, n)`` float32, non-negative: per token, the head-averaged softmax weight averaged over
         the valid queries (0 for samples without queries). Callers read the image-token columns.
     """
+    probs = query_attention(layer, hidden_states, position_embeddings, key_mask, query_index, causal)  # (B, Q, n)
+    if query_valid is None:
+        return probs.mean(dim=1)
+    probs = probs * query_valid[..., None]
+    return probs.sum(dim=1) / query_valid.sum(dim=1).clamp(min=1)[:, None]
+
+
+def query_attention(
+    layer: nn.Module,
+    hidden_states: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    key_mask: torch.Tensor | None,
+    query_index: torch.Tensor | None,
+    causal: bool = True,
+) -> torch.Tensor:
+    """Each query's head-averaged attention over the keys: the rule of :func:`image_token_scores`, per query.
+
+    Differentiable (the focus module's distillation trains through it); :func:`image_token_scores`
+    is this under ``no_grad``, averaged over the valid queries. Arguments as there.
+    Returns:
+        ``(B, Q, n)`` float32 (``Q = 1`` when ``query_index`` is None): a softmax over the allowed keys
+        (causal, ``key_mask``), mean over heads; every row sums to 1.
+    """
     attn = layer.self_attn
     batch, n, _ = hidden_states.shape
     head_dim = attn.head_dim
-    x = layer.input_layernorm(hidden_states)  # row-wise: the query rows are taken from it (no grad: decorated)
+    x = layer.input_layernorm(hidden_states)  # row-wise: the query rows are taken from it
     cos, sin = position_embeddings
     sin = half_signed(sin)
     if query_index is None:
@@ -139,11 +162,7 @@ def image_token_scores(
     allowed = _allowed_keys(key_mask, query_index, n, causal)
     if allowed is not None:  # the lowest finite value, not -inf: a slot with no allowed key stays finite
         logits = logits.masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
-    probs = torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, n)
-    if query_valid is None:
-        return probs.mean(dim=1)
-    probs = probs * query_valid[..., None]
-    return probs.sum(dim=1) / query_valid.sum(dim=1).clamp(min=1)[:, None]
+    return torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, n)
 
 
 def _allowed_keys(key_mask: torch.Tensor | None, query_index: torch.Tensor | None, n: int,

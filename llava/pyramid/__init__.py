@@ -1,6 +1,6 @@
 """Coarse-to-fine, text-guided tile selection for huge images on LLaVA-NeXT (LRS-VQA, arXiv 2503.07588).
 
-The method, as implemented here (training-free: the focus uses the LLM's own first layers):
+The method, as implemented here (the focus uses the LLM's own first layers, or a trained focus module):
 
 * **Dynamic Image Pyramid** (:mod:`.geometry`): levels at scales 1, 1/2, 1/4, ... of the image down
   to a base whose long side is <= ``base_long_side`` (1008 px, 3 x 3 tiles), each cut into
@@ -11,6 +11,9 @@ The method, as implemented here (training-free: the focus uses the LLM's own fir
 * **Region focus** (:mod:`.focus`): ``[prefix, thumbnail, level tokens, question]`` runs through the
   first ``focus_layer`` decoder layers; PyramidDrop's ranking (next layer's q/k, RoPE, float32
   softmax over the local tokens, mean over heads) scores each local token for the last question token.
+  ``focus="trained"``: the same pass on LRS-VQA's Region Focus Module (:mod:`.focus_module`), copies of
+  the LLM's first layers distilled from the full LLM's attention (:mod:`.distill`, ``--train_focus_module``);
+  ``focus="random"``: the baseline (:mod:`.scoring`).
 * **Coarse to fine** (:mod:`.driver`): keep the top ``token_keep_ratio`` tokens, map each to the
   tiles of the next (2x finer) level, fetch and encode only those (at most ``max_tiles_per_level``),
   repeat down to full resolution (or ``max_levels``); the last level's kept tokens (at most

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 FOCUS_SOFTMAX = ("local", "all")
+FOCUS = ("model", "trained", "random")
 DEFAULT_MAX_IMAGE_PIXELS = 1_000_000_000  # ~1 gigapixel: 4 GB as Pillow's 32-bit RGB
 
 
@@ -48,6 +49,12 @@ class CoarseToFineConfig:
     """Images with more pixels are refused before decoding (``--max_image_pixels`` raises it)."""
     focus_softmax: str = "local"
     """Scores are a softmax over the ``"local"`` image tokens only (the paper) or over ``"all"`` keys (PyramidDrop)."""
+    focus: str = "model"
+    """What scores a level: ``"model"`` (the LLM's own first ``focus_layer`` layers, training-free), ``"trained"``
+    (the checkpoint's focus module from ``--train_focus_module``, whose depth must equal ``focus_layer``) or
+    ``"random"`` (uniform draws: the baseline at the same tile and token counts)."""
+    focus_seed: int = 0
+    """Seed of ``focus="random"``; with the pixels of the tiles scored it fixes the draws (batch-independent)."""
 
     def __post_init__(self) -> None:
         for name in ("tile_size", "base_long_side", "pool", "focus_layer", "max_tiles_per_level", "thumbnail_size",
@@ -63,6 +70,9 @@ class CoarseToFineConfig:
         object.__setattr__(self, "token_keep_ratio", float(ratio))
         if self.focus_softmax not in FOCUS_SOFTMAX:
             raise ValueError(f"focus_softmax={self.focus_softmax!r} is not one of {FOCUS_SOFTMAX}")
+        if self.focus not in FOCUS:
+            raise ValueError(f"focus={self.focus!r} is not one of {FOCUS}")
+        _check_int("focus_seed", self.focus_seed, minimum=0)
         if self.base_long_side < self.tile_size:
             raise ValueError(f"base_long_side={self.base_long_side} must be >= tile_size={self.tile_size}")
         if self.tile_size % self.pool:

@@ -7,7 +7,7 @@ the active samples together; the result equals running them one by one)::
     tiles             = every tile of the coarsest level
     for level = coarsest .. min(finest, max_levels):
         local         = pool(projector(vision(tiles)))  laid out row-major, a newline per token row
-        scores        = focus pass on [prefix, thumbnail, local, question]   (llava.pyramid.focus)
+        scores        = focus pass on [prefix, thumbnail, local, question]   (llava.pyramid.scoring: config.focus)
         kept          = top max(1, floor(N * token_keep_ratio)) local tokens (capped by token_budget)
         if last level: stop
         tiles         = next-level tiles under the kept tokens (at most max_tiles_per_level)
@@ -39,6 +39,7 @@ from .focus import focus_scores
 from .geometry import Level, pyramid_applies, pyramid_levels, tile_box, tile_token_coords, tokens_per_tile_side
 from .image_io import LargeImage, open_image
 from .pixels import PixelNorm, padded_tile, thumbnail_tensor
+from .scoring import check_focus, focus_decoder, random_focus_scores
 from .select import NEWLINE, assemble, choose_next_tiles, encode_images, llava_parts, newline_layout, pool_tokens, \
     top_tokens
 
@@ -118,6 +119,7 @@ def check_model(model, config: CoarseToFineConfig) -> None:
     decoder = model.model.language_model
     config.validate_for(decoder.config.num_hidden_layers, getattr(model, "pdrop_config", None))
     check_decoder_supported(decoder)
+    check_focus(model, config)
 
 
 def coarse_to_fine(model, image, prefix_ids, question_ids, config: CoarseToFineConfig, norm: PixelNorm | None = None,
@@ -217,8 +219,9 @@ def _focus_step(model, walks: list[_Walk], config: CoarseToFineConfig, norm: Pix
     for b, (start, layout, _) in enumerate(spans):
         begin = offsets[b] + start
         local_mask[b, begin:begin + len(layout)] = layout != NEWLINE
-    scores = focus_scores(model.model.language_model, embeds, attention_mask, local_mask, config.focus_layer,
-                          config.focus_softmax)
+    decoder = focus_decoder(model, config)  # config.focus: the LLM, the trained focus module, or None (random)
+    scores = random_focus_scores(config, attention_mask, crops) if decoder is None else \
+        focus_scores(decoder, embeds, attention_mask, local_mask, config.focus_layer, config.focus_softmax)
     token_px = vision.patch_size * config.pool
     for b, (walk, feature, (start, layout, coords)) in enumerate(zip(walks, per_walk, spans)):
         begin = offsets[b] + start

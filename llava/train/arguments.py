@@ -84,6 +84,17 @@ class TrainingArguments(transformers.TrainingArguments):
         "wandb project (sets WANDB_PROJECT); runs offline when no WANDB_API_KEY is set.")})
     auto_resume: bool = field(default=True, metadata={"help": (
         "Resume from the newest complete checkpoint-* in output_dir when --resume_from_checkpoint is not given.")})
+    # --- the coarse-to-fine focus module (LRS-VQA's RFM; llava/pyramid/distill.py) ---
+    train_focus_module: bool = field(default=False, metadata={"help": (
+        "Train only a focus module for --coarse_to_fine --focus trained: copies of the LLM's first layers, "
+        "distilled from the full LLM's text-to-image attention; the LLaVA-NeXT checkpoint stays frozen. "
+        "Saved as focus_module.safetensors next to the model.")})
+    focus_module_layers: int = field(default=2, metadata={"help": (
+        "Layers the focus module runs before scoring with the next one (the focus_layer it is used with); "
+        "initialised from the LLM's layers 0 .. N.")})
+    focus_distill_layers: str | None = field(default=None, metadata={"help": (
+        "JSON list of the LLM's layers (0-based) whose attention the module learns, averaged, e.g. '[8,12,16]'; "
+        "default: every layer after the module's scoring layer.")})
 
     def __post_init__(self):
         if self.global_batch_size is not None:

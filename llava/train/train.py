@@ -29,6 +29,7 @@ from ..model.builder import llava_class
 from ..paths import TRAINER_STATE_FILE, TRAINING_ARGS_FILE
 from ..pdrop.args import add_deprecated_aliases, file_defaults_under_flags
 from ..pdrop.flops import ModelShape
+from ..pyramid.distill import setup_focus_training
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .checkpoints import find_resume_checkpoint, refuse_finished_run
 from .preflight import check_answer_coverage, check_free_space, check_output_dir, remove_bad_images
@@ -121,7 +122,10 @@ def setup_model(model_args, data_args, training_args):
     if training_args.should_log:
         LOG.warning("PyramidDrop: %s", model.pdrop_config or "off")
     model.config.get_text_config().use_cache = False
-    model = choose_trainable(model, model_args, training_args)
+    if training_args.train_focus_module:  # the focus module alone trains (llava/pyramid/distill.py)
+        model = setup_focus_training(model, training_args)
+    else:
+        model = choose_trainable(model, model_args, training_args)
     return model, processor
 
 

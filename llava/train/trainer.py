@@ -9,7 +9,9 @@
 - safe resume: a checkpoint carries a manifest of its files' hashes (written just before the
   rename) and is resumed only when it matches; its files load with ``weights_only=True``
   (:mod:`llava.train.checkpoints`);
-- the projector alone (``mm_projector.bin``, LLaVA's key names) in pretraining checkpoints.
+- the projector alone (``mm_projector.bin``, LLaVA's key names) in pretraining checkpoints;
+- ``--train_focus_module``: the distillation loss of the coarse-to-fine focus module, which every save
+  writes as ``focus_module.safetensors`` (:mod:`llava.pyramid.distill`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from ..data.sampler import ModalityLengthGroupedSampler
 from ..model.assemble import gathered_parameters, projector_state_dict
 from ..model.pdrop_llava import PDropMixin
+from ..pyramid.distill import distillation_loss
+from ..pyramid.focus_module import load_focus_weights, save_focus_module
 from .checkpoints import UntrustedCheckpointError, safe_checkpoint_loads, verify_manifest, write_manifest
 from .ranks import gather_from_ranks, rank_and_world
 
@@ -79,6 +83,10 @@ class LLaVATrainer(Trainer):
     def compute_loss(self, model, inputs, *args, **kwargs):
         inputs.pop("ids", None)
         inputs = encode_images(self._llava(model), inputs, self.dummy_image)
+        if self.args.train_focus_module:  # the focus module learns the LLM's attention (llava/pyramid/distill.py)
+            self.loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it over accumulation steps
+            loss = distillation_loss(self._llava(model), inputs)
+            return (loss, {"loss": loss}) if kwargs.get("return_outputs", args[0] if args else False) else loss
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def _llava(self, model):
@@ -126,6 +134,8 @@ class LLaVATrainer(Trainer):
         it was. DeepSpeed (its own checkpoint) and PEFT (adapters) resume the stock way.
         """
         model = model if model is not None else self.model
+        if self.args.train_focus_module and not self.is_deepspeed_enabled:  # only the focus module trained
+            return load_focus_weights(model, resume_from_checkpoint)
         if self.is_deepspeed_enabled or not isinstance(model, PDropMixin):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, pdrop_config=model.pdrop_config)
@@ -170,6 +180,8 @@ class LLaVATrainer(Trainer):
             if self.args.should_save:
                 output_dir.mkdir(parents=True, exist_ok=True)
                 torch.save(state, output_dir / PROJECTOR_FILE)
+        if self.args.train_focus_module and self.args.should_save:
+            save_focus_module(self.accelerator.unwrap_model(self.model), output_dir)
         if self.args.should_save:
             output_dir.mkdir(parents=True, exist_ok=True)
             for filename, text in self.extra_files.items():
