@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import pytest
@@ -23,6 +24,20 @@ def assets(tmp_path_factory):
     from llava.data.synthetic import make_tiny_assets
 
     return make_tiny_assets(tmp_path_factory.mktemp("tiny") / "assets")
+
+
+HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+requires_deepspeed = pytest.mark.skipif(not HAS_DEEPSPEED, reason="DeepSpeed is in the `train` extra")
+
+
+@pytest.fixture(autouse=True)
+def no_deepspeed_config_left_behind():
+    """transformers keeps a global DeepSpeed config once TrainingArguments names one (even when DeepSpeed is
+    missing and parsing fails): clear it after every test, so no later model is built for ZeRO-3."""
+    yield
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
 
 
 @pytest.fixture(scope="session", autouse=True)

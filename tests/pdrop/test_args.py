@@ -8,6 +8,8 @@ from llava.pdrop import PDropConfig
 from llava.pdrop.args import ScheduleArguments, add_schedule_args, schedule_from_args
 from llava.pdrop.flops import ModelShape, budget_figures
 
+from ..conftest import requires_deepspeed
+
 SHAPE = ModelShape(32, 4096, 11008, 576)  # LLaVA-1.5-7B
 SAVED = PDropConfig([8, 16, 24], [0.5, 0.25, 0.125])
 
@@ -111,6 +113,7 @@ def test_the_command_line_beats_a_config_files_schedule():
     assert file_defaults_under_flags(config, ["--max_steps", "3"]) == config
 
 
+@requires_deepspeed  # the shipped config names a DeepSpeed config, which TrainingArguments loads
 def test_no_pdrop_on_the_command_line_turns_off_a_shipped_configs_schedule(tmp_path):
     from llava.paths import CONFIGS_DIR
     from llava.train.train import parse_args
