@@ -111,14 +111,79 @@ def test_beam_search_keeps_each_sample_state():
         assert torch.equal(_greedy(model, alone, num_beams=3), together[b:b + 1])
 
 
-def test_sampling_is_batched_and_seeded():
+def _recomputed_logits(model, batch, sequences):
+    """Last-position logits of every generated step, recomputed without a cache (the prompt's last token asks)."""
+    n = batch["input_ids"].shape[1]
+    logits = []
+    for t in range(n, sequences.shape[1]):
+        ids = sequences[:, :t]
+        mask = torch.cat([batch["attention_mask"], torch.ones_like(ids[:, n:])], 1)
+        prompt_end = torch.zeros_like(ids, dtype=torch.bool)
+        prompt_end[:, n - 1] = True
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask, pixel_values=batch["pixel_values"],
+                        position_ids=position_ids_for(mask), use_cache=False, pdrop_query_mask=prompt_end)
+        logits.append(out.logits[:, -1])
+    return torch.stack(logits, 1)
+
+
+def test_sampling_draws_from_the_recomputed_distribution_and_is_seeded():
     model = tiny_model()
     batch = make_batch(PROMPTS, "left")
     runs = []
     for _ in range(2):
         torch.manual_seed(7)
-        runs.append(model.generate(**batch, max_new_tokens=NEW, do_sample=True, top_k=20, pad_token_id=0))
-    assert torch.equal(runs[0], runs[1]) and runs[0].shape == (3, batch["input_ids"].shape[1] + NEW)
+        runs.append(model.generate(**batch, max_new_tokens=NEW, do_sample=True, top_k=20, pad_token_id=0,
+                                   return_dict_in_generate=True, output_logits=True))
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+    sampled = runs[0].sequences
+    greedy = _greedy(model, batch)
+    assert not torch.equal(sampled[:, batch["input_ids"].shape[1]:], greedy)  # sampling took other paths
+    # each step's distribution is the one the whole sequence gives without a cache, with the same drops
+    recomputed = _recomputed_logits(model, batch, sampled)
+    torch.testing.assert_close(torch.stack(runs[0].logits, 1), recomputed, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("operation", ["reorder_cache", "batch_select_indices"])
+def test_reindexing_the_cache_moves_each_samples_stage_state(operation):
+    """Samples of different lengths (different padding and offsets per stage) swapped in the cache decode
+    exactly as a cache filled with the swapped batch."""
+    model = tiny_model()
+    batch = make_batch(PROMPTS[:2], "left")
+    swapped = make_batch(PROMPTS[1::-1], "left")
+    swapped["pixel_values"] = batch["pixel_values"].flip(0)
+    token = torch.tensor([[40], [41]])
+
+    def decode(prompt, reindex=None):
+        with torch.no_grad():
+            out = model(**prompt, position_ids=position_ids_for(prompt["attention_mask"]), use_cache=True)
+            cache = out.past_key_values
+            if reindex is not None:
+                getattr(cache, operation)(reindex)
+            mask = torch.cat([prompt["attention_mask"].flip(0) if reindex is not None else prompt["attention_mask"],
+                              torch.ones_like(token)], 1)
+            step = model(input_ids=token, attention_mask=mask, past_key_values=cache,
+                         position_ids=position_ids_for(mask)[:, -1:])
+        return step.logits[:, -1]
+
+    torch.testing.assert_close(decode(batch, torch.tensor([1, 0])), decode(swapped), rtol=1e-5, atol=1e-6)
+
+
+def test_repeating_the_cache_per_beam_repeats_each_samples_state():
+    model = tiny_model()
+    batch = make_batch(PROMPTS[:2], "left")
+    repeated = {k: v.repeat_interleave(2, 0) for k, v in batch.items()}
+    token = torch.tensor([[40], [40], [41], [41]])
+    logits = []
+    for prompt, repeat in ((batch, True), (repeated, False)):
+        with torch.no_grad():
+            cache = model(**prompt, position_ids=position_ids_for(prompt["attention_mask"]), use_cache=True).past_key_values
+            if repeat:
+                cache.batch_repeat_interleave(2)
+            mask = torch.cat([repeated["attention_mask"], torch.ones_like(token)], 1)
+            logits.append(model(input_ids=token, attention_mask=mask, past_key_values=cache,
+                                position_ids=position_ids_for(mask)[:, -1:]).logits[:, -1])
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-6)
 
 
 def test_static_cache_and_assisted_decoding_are_refused():
