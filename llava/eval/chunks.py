@@ -51,7 +51,7 @@ def merge(chunk_files: list[Path], out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Merge per-chunk answer files.")
+    parser = argparse.ArgumentParser(prog="python -m llava.eval.chunks", description="Merge per-chunk answer files.")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("chunks", nargs="+", type=Path)
     args = parser.parse_args(argv)
@@ -59,4 +59,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import cli_main
+
+    cli_main(main, prog="llava.eval.chunks")

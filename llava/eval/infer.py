@@ -13,17 +13,18 @@ also the levels and tiles the walk took).
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
+from ..cli import ArgumentParser, check_model_source, cli_main
+from ..compat import template_name
 from ..pyramid.args import CoarseToFineRequest, add_coarse_to_fine_args
-from .cli import cli_main
 from .coarse_to_fine import describe, with_coarse_to_fine
 from .loading import add_model_args, default_aspect_ratio, load_for_eval
 from .run import Answerer
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description="One question about one image with a LLaVA model.")
+    parser = ArgumentParser("llava.eval.infer", description="One question about one image with a LLaVA model.")
     add_model_args(parser)
     add_coarse_to_fine_args(parser)
     parser.add_argument("--image", required=True)
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--max_new_tokens", type=int, default=128)
     args = parser.parse_args(argv)
     coarse_to_fine = CoarseToFineRequest.from_args(args)  # None without --coarse_to_fine
+    args.conv_mode = template_name(args.conv_mode)  # checked, like the image, before the model loads
+    if not Path(args.image).is_file():
+        raise FileNotFoundError(f"question cli: {args.image}: image file does not exist")  # as the answerers word it
+    check_model_source(args.model_path, "--model_path")
     model, processor = load_for_eval(args)
     aspect = args.image_aspect_ratio or default_aspect_ratio(model.config)
     answerer = with_coarse_to_fine(Answerer(model, processor, args.conv_mode, None, aspect), coarse_to_fine)

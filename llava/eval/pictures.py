@@ -422,6 +422,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from .cli import cli_main
+    from ..cli import cli_main
 
     cli_main(main, prog="llava.eval.pictures")

@@ -37,15 +37,17 @@ from tqdm import tqdm
 from ..data.collator import concat_pixel_values
 from ..data.images import ImageError, ImagePreprocessor, load_image
 from ..data.templates import tokenize_conversation
+from ..cli import ArgumentParser, check_model_source, cli_main
+from ..compat import template_name
 from ..pyramid.args import CoarseToFineRequest, add_coarse_to_fine_args
 from .chunks import answer_key, chunk_of, read_jsonl
-from .cli import cli_main
 from .coarse_to_fine import results_metadata, with_coarse_to_fine
 from .loading import add_model_args, default_aspect_ratio, load_for_eval
 from .questions import read_questions
 
 LOG = logging.getLogger(__name__)
 SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
+SINGLE_PRED_PROMPTS = {"en": SINGLE_PRED_PROMPT, "cn": "请直接回答选项字母。"}  # LLaVA's, per --lang
 
 
 @dataclass
@@ -63,18 +65,19 @@ class Answerer:
     """Turns questions into prompts the way training does, and batches of prompts into answers."""
 
     def __init__(self, model, processor, conv_mode: str, image_folder: str | None, aspect_ratio: str,
-                 single_pred_prompt: bool = False, skip_missing: bool = False):
+                 single_pred_prompt: bool = False, skip_missing: bool = False, lang: str = "en"):
         self.model, self.processor, self.conv_mode = model, processor, conv_mode
         self.image_folder = Path(image_folder) if image_folder else None
         self.images = ImagePreprocessor(processor, aspect_ratio)
         self.single_pred_prompt, self.skip_missing = single_pred_prompt, skip_missing
+        self.instruction = SINGLE_PRED_PROMPTS[lang]
         self.num_skipped = 0
 
     def prompt_text(self, question: dict) -> str:
         """The user turn as asked: the question, the letter instruction, ``<image>`` first if not placed."""
         text = question["text"]
         if self.single_pred_prompt:
-            text = f"{text}\n{SINGLE_PRED_PROMPT}"
+            text = f"{text}\n{self.instruction}"
         if question.get("image") is not None and "<image>" not in text:
             text = "<image>\n" * len(_as_list(question["image"])) + text
         return text
@@ -184,13 +187,17 @@ def drop_torn_last_line(path: Path, fd: int) -> None:
 def run(args: argparse.Namespace, model=None, processor=None) -> Path:
     """Answer the chunk's unanswered questions; returns the answers file."""
     coarse_to_fine = CoarseToFineRequest.from_args(args)  # None without --coarse_to_fine; flags checked before loading
+    args.conv_mode = template_name(args.conv_mode)  # LLaVA's names too; an unknown one is refused before loading
+    questions = chunk_of(read_questions(args.question_file), args.num_chunks, args.chunk_idx)
+    if args.image_folder and not Path(args.image_folder).is_dir():
+        raise FileNotFoundError(f"image folder {args.image_folder} does not exist")
     if model is None:
+        check_model_source(args.model_path, "--model_path")
         model, processor = load_for_eval(args)
     aspect = args.image_aspect_ratio or default_aspect_ratio(model.config)
     answerer = Answerer(model, processor, args.conv_mode, args.image_folder, aspect, args.single_pred_prompt,
-                        args.skip_missing)
+                        args.skip_missing, args.lang)
     answerer = with_coarse_to_fine(answerer, coarse_to_fine)  # llava/eval/coarse_to_fine.py
-    questions = chunk_of(read_questions(args.question_file), args.num_chunks, args.chunk_idx)
     out = Path(args.answers_file)
     model_id = args.model_id or Path(str(args.model_path)).name
     metadata = {"pdrop": None if model.pdrop_config is None else model.pdrop_config.to_dict(),
@@ -217,8 +224,10 @@ def run(args: argparse.Namespace, model=None, processor=None) -> Path:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Answer a question JSONL with a LLaVA model (batched, chunked, resumable).")
+def build_parser(module: str = "llava.eval.run", epilog: str | None = None) -> argparse.ArgumentParser:
+    """The flags; ``module`` and ``epilog`` let LLaVA's entry points (llava/eval/llava_compat.py) reuse them."""
+    parser = ArgumentParser(module, description="Answer a question JSONL with a LLaVA model (batched, chunked, "
+                            "resumable).", epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     add_coarse_to_fine_args(parser)
     parser.add_argument("--model_id", help="name written into the answers (default: the folder name)")
@@ -233,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--single_pred_prompt", action="store_true", help="ask for the option's letter (multiple choice)")
+    parser.add_argument("--lang", default="en", choices=sorted(SINGLE_PRED_PROMPTS),
+                        help="language of the --single_pred_prompt instruction (cn: MMBench-CN, as LLaVA asks it)")
     parser.add_argument("--skip_missing", action="store_true", help="skip (and count) questions whose image is missing")
     return parser
 

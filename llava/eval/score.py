@@ -113,4 +113,6 @@ def format_table(task: str, metrics: dict, headline: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import cli_main
+
+    cli_main(main, prog="llava.eval.score")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from llava.eval import chunks, infer, run
 from llava.eval import coarse_to_fine as c2f_module
-from llava.eval.cli import cli_main
+from llava.cli import cli_main
 from llava.paths import load_pyramid_config
 from tests.pyramid.checkpoint import save_tiny_next
 from tests.pyramid.conftest import noise_image

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from llava.eval import pictures
-from llava.eval.cli import cli_main
+from llava.cli import cli_main
 from llava.eval.pyramid_pictures import (CAPTION, DARKENED, GAP, TILE_COLOUR, background_factor, draw_panel, draw_walk,
                                          tile_boxes, token_boxes)
 from llava.paths import load_pyramid_config
