@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,9 +217,16 @@ def run_script(script: str | Path, *args: str, env: dict, cwd: Path, check: bool
 
 
 def dry_run(script: str, *args: str, shims: Path, cwd: Path | None = None, **env: str) -> list[list[str]]:
-    """The commands a script prints with DRY_RUN=1, each split as the shell would."""
+    """The commands a script prints with DRY_RUN=1, each split as the shell would (the settings comments skipped)."""
     out = run_script(script, *args, env=clean_env(shims, DRY_RUN="1", **env), cwd=cwd or shims).stdout
-    return [shlex.split(line) for line in out.splitlines()]
+    return [shlex.split(line) for line in out.splitlines() if not line.startswith("#")]
+
+
+def dry_run_settings(script: str, *args: str, shims: Path, **env: str) -> dict[str, str]:
+    """The effective settings a script prints with DRY_RUN=1 (``#   name   value`` lines), by name."""
+    out = run_script(script, *args, env=clean_env(shims, DRY_RUN="1", **env), cwd=shims).stdout
+    lines = [line.removeprefix("#").strip() for line in out.splitlines() if line.startswith("#   ")]
+    return {line[:18].strip(): line[18:].strip() for line in lines}
 
 
 def torchrun_options(cmd: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -259,7 +267,7 @@ def test_stage_script_defaults(script, config, shims):
 
 def test_env_overrides_become_flags_and_extra_args_come_last(shims, tmp_path, no_world):
     overrides = {var: f"value of {var.lower()}" for var in ENV_FLAGS}
-    overrides.update(GLOBAL_BATCH_SIZE="16", PER_DEVICE_BATCH_SIZE="2", DEEPSPEED="configs/deepspeed/zero2.json",
+    overrides.update(GLOBAL_BATCH_SIZE="48", PER_DEVICE_BATCH_SIZE="2", DEEPSPEED="configs/deepspeed/zero2.json",
                      OUTPUT_DIR=str(tmp_path / "run dir"))
     extra = ["--layer_list", "[2]", "--image_token_ratio_list", "[0.5]", "--output_dir", str(tmp_path / "wins")]
     lines = dry_run("scripts/finetune_pdrop.sh", *extra, shims=shims, cwd=tmp_path,
@@ -277,7 +285,7 @@ def test_env_overrides_become_flags_and_extra_args_come_last(shims, tmp_path, no
     no_world.setenv("WANDB_MODE", "disabled")
     model_args, data_args, train_args = parse_args(train_argv)
     assert train_args.output_dir == str(tmp_path / "wins")
-    assert train_args.gradient_accumulation_steps == 8 and train_args.per_device_train_batch_size == 2
+    assert train_args.gradient_accumulation_steps == 24 and train_args.per_device_train_batch_size == 2  # 1 process
     assert data_args.data_path == "value of data_path" and model_args.layer_list == "[2]"
     assert train_args.run_name == "value of run_name" and train_args.deepspeed == "configs/deepspeed/zero2.json"
 
@@ -328,13 +336,64 @@ def test_launcher_runs_directly_and_refuses_bad_values(shims, tmp_path):
     env = clean_env(shims, DRY_RUN="1")
     result = run_script("scripts/lib/launch.sh", env=env, cwd=tmp_path, check=False)
     assert result.returncode != 0 and "CONFIG" in result.stderr
-    (line,) = run_script("scripts/lib/launch.sh", "--seed", "1", env={**env, "CONFIG": STAGE_SCRIPTS[
-        "scripts/finetune_pdrop.sh"]}, cwd=tmp_path).stdout.splitlines()
+    (line,) = [line for line in run_script("scripts/lib/launch.sh", "--seed", "1", env={**env, "CONFIG": STAGE_SCRIPTS[
+        "scripts/finetune_pdrop.sh"]}, cwd=tmp_path).stdout.splitlines() if not line.startswith("#")]
     assert shlex.split(line)[-4:] == ["--config", STAGE_SCRIPTS["scripts/finetune_pdrop.sh"], "--seed", "1"]
     for bad in ({"CONFIG": "configs/train/missing.json"}, {"GPUS": "eight"}, {"GPUS": "0"},
                 {"NNODES": "2", "NODE_RANK": "2"}, {"MASTER_PORT": "http"}):
         result = run_script("scripts/finetune_pdrop.sh", env={**env, **bad}, cwd=tmp_path, check=False)
         assert result.returncode == 2 and "launch.sh:" in result.stderr and not result.stdout, bad
+
+
+def test_dry_run_prints_the_effective_settings(shims):
+    """World size, per-device batch, accumulation, DeepSpeed file and stage, the schedule; CPU processes said so."""
+    tiny = dry_run_settings("scripts/finetune_pdrop.sh", shims=shims, CONFIG="configs/train/tiny-finetune.json")
+    assert tiny["processes"] == "2 = 1 node(s) x 2 per node; no GPU found, so these are CPU processes (gloo)"
+    assert tiny["per-device batch"] == "4" and tiny["grad accumulation"] == "1 (global batch 8 = 2 x 4 x 1)"
+    assert tiny["DeepSpeed"] == "configs/deepspeed/zero3.json: ZeRO stage 3"
+    assert tiny["schedule"] == "tiny: layer_list [1, 2, 3], image_token_ratio_list [0.5, 0.25, 0.125]"
+    assert "warning" not in tiny  # the tiny configs set use_cpu
+    write_exe(shims / "nvidia-smi", 'for i in 0 1 2 3; do echo "GPU $i: NVIDIA H100 (UUID: GPU-$i)"; done')
+    big = dry_run_settings("scripts/finetune_pdrop.sh", "--deepspeed", "./scripts/zero2.json", "--version", "v1",
+                           "--layer_list", "[8,16,24]", "--image_token_ratio_list", "[0.5,0.25,0.125]", shims=shims,
+                           NNODES="2")
+    assert big["processes"] == "8 = 2 node(s) x 4 per node"
+    assert big["per-device batch"] == "8" and big["grad accumulation"] == "2 (global batch 128 = 8 x 8 x 2)"
+    assert big["DeepSpeed"] == f"{ROOT}/configs/deepspeed/zero2.json: ZeRO stage 2"  # LLaVA's path, ours found
+    assert big["schedule"] == "layer_list [8,16,24], image_token_ratio_list [0.5,0.25,0.125]"
+    assert big["model"] == "lmsys/vicuna-7b-v1.5 + openai/clip-vit-large-patch14-336"
+
+
+def test_dry_run_of_a_gpu_config_without_gpus_warns(shims):
+    settings = dry_run_settings("scripts/pretrain_pdrop.sh", shims=shims)
+    assert settings["processes"].endswith("no GPU found, so these are CPU processes (gloo)")
+    assert settings["warning"].startswith("no GPU here and use_cpu is not set")
+    assert settings["schedule"].startswith("pdrop-default: layer_list [8, 16, 24]")
+
+
+def settings_python(shims: Path) -> Path:
+    """An interpreter that runs the settings check for real and only reports anything else it is asked to run."""
+    return write_exe(shims / "settings-python", f'if [[ "$2" == llava.train.settings ]]; then exec {sys.executable} '
+                                                 '"$@"; fi\necho "ARGS $*"')
+
+
+@pytest.mark.parametrize("dry", ["1", "0"])
+def test_settings_that_cannot_work_stop_before_torchrun(shims, tmp_path, dry):
+    env = clean_env(shims, PYTHON=str(settings_python(shims)), DRY_RUN=dry, GPUS="3")
+    result = run_script("scripts/finetune_pdrop.sh", env=env, cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "torch.distributed.run" not in result.stdout
+    assert result.stderr.strip() == ("llava.train.settings: error: global_batch_size=128 is not a multiple of world "
+                                     "size 3 x per_device_train_batch_size 8")
+    result = run_script("scripts/finetune_pdrop.sh", "--version", "v0", env={**env, "GPUS": "2"}, cwd=tmp_path,
+                        check=False)
+    assert result.returncode == 1 and result.stderr.startswith("llava.train.settings: error: --version v0: ")
+
+
+def test_a_real_launch_prints_the_settings_on_stderr(shims, tmp_path):
+    env = clean_env(shims, PYTHON=str(settings_python(shims)), CONFIG="configs/train/tiny-pretrain.json")
+    result = run_script("scripts/pretrain_pdrop.sh", env=env, cwd=tmp_path)
+    assert result.stdout.splitlines()[-1].startswith("ARGS -m torch.distributed.run ")
+    assert "# effective settings:" in result.stderr and "no GPU found, so these are CPU processes" in result.stderr
 
 
 # --------------------------------------------------------------------------- SLURM
@@ -352,7 +411,7 @@ def slurm(shims, tmp_path):
 
 
 def slurm_commands(out: str) -> list[tuple[dict[str, str], list[str]]]:
-    return [torchrun_options(shlex.split(line)) for line in out.splitlines()]
+    return [torchrun_options(shlex.split(line)) for line in out.splitlines() if not line.startswith("#")]
 
 
 def test_slurm_runs_one_stage_script_per_node(slurm, tmp_path):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import transformers
 
 from ..pdrop.args import ScheduleArguments
+from .settings import accumulation_steps
 
 
 @dataclass
@@ -47,7 +48,8 @@ class DataArguments:
     image_folder: str | None = field(default=None, metadata={"help": "Folder the records' image paths are relative to."})
     version: str = field(default="vicuna_v1", metadata={"help": (
         "Conversation template: plain (pretraining captions), vicuna_v1 (LLaVA-1.5), llama_3, chatml (Qwen), "
-        "or chat_template (the tokenizer's own).")})
+        "or chat_template (the tokenizer's own); LLaVA's names (v1, llava_v1, llava_llama_3, qwen_1_5, ...) are mapped "
+        "to these (llava/train/llava_compat.py).")})
     image_aspect_ratio: str = field(default="pad", metadata={"help": (
         "pad (square with the processor's mean colour, LLaVA-1.5), square (resize + crop) or anyres (LLaVA-NeXT).")})
     skip_bad_images: bool = field(default=False, metadata={"help": (
@@ -99,12 +101,8 @@ class TrainingArguments(transformers.TrainingArguments):
     def __post_init__(self):
         if self.global_batch_size is not None:
             world = int(os.environ.get("WORLD_SIZE", "1"))
-            per_step = world * self.per_device_train_batch_size
-            if self.global_batch_size % per_step:
-                raise ValueError(
-                    f"global_batch_size={self.global_batch_size} is not a multiple of world size {world} x "
-                    f"per_device_train_batch_size {self.per_device_train_batch_size}")
-            self.gradient_accumulation_steps = self.global_batch_size // per_step
+            self.gradient_accumulation_steps = accumulation_steps(self.global_batch_size, world,
+                                                                  self.per_device_train_batch_size)
         if self.bits not in (4, 8, 16):
             raise ValueError(f"bits must be 4, 8 or 16, got {self.bits}")
         with warnings.catch_warnings():

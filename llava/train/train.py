@@ -13,6 +13,7 @@ trains, build the dataset, train (resuming from the newest complete checkpoint),
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from ..cli import OneLineErrors, check_model_source, cli_main, unknown_flags_message
 from ..data import DataCollatorForSupervisedDataset, ImagePreprocessor, LazySupervisedDataset
 from ..model.assemble import VisionSpec, assemble_llava, for_generation, is_llava_checkpoint, load_projector
 from ..model.builder import llava_class
@@ -32,6 +34,7 @@ from ..pdrop.flops import ModelShape
 from ..pyramid.distill import setup_focus_training
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .checkpoints import find_resume_checkpoint, refuse_finished_run
+from .llava_compat import help_epilog, to_train_argv
 from .preflight import check_answer_coverage, check_free_space, check_output_dir, remove_bad_images
 from .trainer import STAGING, LLaVATrainer, training_args_json
 
@@ -42,22 +45,46 @@ DATACLASSES = (ModelArguments, DataArguments, TrainingArguments)
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """``--config FILE`` (JSON of any fields below) gives defaults; command-line flags override them.
 
-    Unknown keys in the file are an error naming them. On a machine without CUDA, a process group
-    on gloo is created first so DeepSpeed and accelerate agree on the world size.
+    LLaVA's flags are rewritten into ours first (llava/train/llava_compat.py). Unknown keys in the file
+    and unknown flags are errors naming them. On a machine without CUDA, a process group on gloo is
+    created first so DeepSpeed and accelerate agree on the world size.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, argv = _pop_flag(argv, "--config")
     defaults = load_train_config(config_path) if config_path else {}
+    argv = to_train_argv(argv)
     defaults = file_defaults_under_flags(defaults, argv)  # e.g. --no_pdrop beats the file's pdrop_schedule
-    _prepare_cpu_processes(defaults, argv)
-    parser = transformers.HfArgumentParser(DATACLASSES)
-    add_deprecated_aliases(parser)  # --lambda, --stages, --position_mode, --schedule (until 0.3)
-    parser.set_defaults(**defaults)
-    for action in parser._actions:  # a field given by the file is no longer required on the command line
-        if action.dest in defaults:
-            action.required = False
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if not {"-h", "--help"} & set(argv):
+        _prepare_cpu_processes(defaults, argv)
+    parser = build_parser(defaults)
+    model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True)
+    if unknown:
+        raise ValueError(unknown_flags_message(unknown, [o for a in parser._actions for o in a.option_strings]))
     return model_args, data_args, training_args
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and the epilog's table kept as written."""
+
+
+class _Parser(OneLineErrors, transformers.HfArgumentParser):
+    """HF's dataclass parser with one-line errors."""
+
+
+def build_parser(defaults: dict | None = None) -> transformers.HfArgumentParser:
+    """Training's flags (the three dataclasses), ``--config`` and the file's ``defaults``; LLaVA's table in the help."""
+    parser = _Parser(
+        DATACLASSES, prog="python -m llava.train.train", formatter_class=_HelpFormatter, epilog=help_epilog(),
+        usage="python -m llava.train.train [--config FILE] [--FLAG VALUE ...]   (--help lists every flag)")
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=(
+        "a train config JSON (configs/train/*.json) whose fields are the defaults; flags given after it override"))
+    add_deprecated_aliases(parser)  # --lambda, --stages, --position_mode, --schedule (until 0.3)
+    parser.set_defaults(**(defaults or {}))
+    for action in parser._actions:  # a field given by the file is no longer required on the command line
+        if action.dest in (defaults or {}):
+            action.required = False
+    return parser
 
 
 def load_train_config(path: str | Path) -> dict:
@@ -300,9 +327,25 @@ def publish(staged: Path, out: Path) -> None:
     shutil.rmtree(staged.parent, ignore_errors=True)
 
 
+def check_inputs(model_args, data_args) -> None:
+    """Before anything loads: the model sources, the data files, the image folder and the adapter exist."""
+    check_model_source(model_args.model_name_or_path, "--model_name_or_path")
+    if model_args.vision_tower:
+        check_model_source(model_args.vision_tower, "--vision_tower")
+    files = [("--data_path", p.strip()) for p in data_args.data_path.split(",")]
+    if model_args.pretrain_mm_mlp_adapter:
+        files.append(("--pretrain_mm_mlp_adapter", model_args.pretrain_mm_mlp_adapter))
+    for flag, path in files:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} {path} does not exist")
+    if data_args.image_folder and not Path(data_args.image_folder).is_dir():
+        raise FileNotFoundError(f"--image_folder {data_args.image_folder} does not exist")
+
+
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> LLaVATrainer:
     """Train as the arguments say; returns the trainer (its ``state.log_history`` holds the losses)."""
     model_args, data_args, training_args = parse_args(argv)
+    check_inputs(model_args, data_args)
     setup_logging(training_args)
     if training_args.lora_enable and training_args.lora_merge and _zero_stage(training_args) == 3:
         raise ValueError("merging LoRA adapters after ZeRO-3 training is not supported: use configs/deepspeed/zero2.json "
@@ -335,4 +378,4 @@ def _zero_stage(training_args) -> int | None:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.train.train")

@@ -29,13 +29,20 @@
 #   WANDB_PROJECT            -> --wandb_project
 #   RUN_NAME                 -> --run_name
 #   PYTHON                   interpreter that runs torch.distributed.run (torchrun) (default python)
-#   DRY_RUN=1                print the command(s), shell-quoted on one line each, instead of running
+#   DRY_RUN=1                print the effective settings (as '# ' comment lines) and the command(s),
+#                            shell-quoted on one line each, instead of running
 #   OMP_NUM_THREADS          without GPUs: 1 unless set (each rank is one CPU process)
 #   TORCH_EXTENSIONS_DIR     without GPUs: .cache/torch_extensions in the repository unless set
 #                            (DeepSpeed compiles its CPU ops there)
 #   TINY_ASSETS              where a tiny-*.json config's assets are written (default playground/tiny;
 #                            point MODEL_NAME_OR_PATH, VISION_TOWER, DATA_PATH, IMAGE_FOLDER there too)
-# Arguments after the script name are passed to llava.train.train last, so they override everything.
+# Arguments after the script name are passed to llava.train.train last, so they override everything;
+# LLaVA's own training flags work too (--version v1, --mm_use_im_start_end False, ...: llava/train/llava_compat.py).
+# Before torchrun starts, `python -m llava.train.settings` prints the effective settings (world size,
+# per-device batch, gradient accumulation, DeepSpeed config and ZeRO stage, the schedule; on stderr, and
+# on stdout with DRY_RUN=1) and stops with one error line when they cannot work (a global batch that
+# does not divide, a missing config file, a LLaVA flag with no equivalent). Without GPUs it says that the
+# processes are CPU processes.
 # Relative paths (CONFIG, DEEPSPEED, OUTPUT_DIR, ...) are relative to the repository root: the
 # launcher runs there whatever the current directory. A config named tiny-*.json first writes the
 # tiny assets (python -m llava.data.synthetic --out playground/tiny; skipped when present).
@@ -100,9 +107,7 @@ pdrop_launch() {
         exit 2
     fi
 
-    local -a cmd=("$python" -m torch.distributed.run --nnodes "$nnodes" --node_rank "$node_rank"
-                  --nproc_per_node "$gpus" --master_addr "$master_addr" --master_port "$master_port"
-                  -m llava.train.train --config "$CONFIG")
+    local -a train_args=()
     local var flag
     for var in OUTPUT_DIR:output_dir MODEL_NAME_OR_PATH:model_name_or_path VISION_TOWER:vision_tower \
                DATA_PATH:data_path IMAGE_FOLDER:image_folder PRETRAIN_MM_MLP_ADAPTER:pretrain_mm_mlp_adapter \
@@ -111,20 +116,27 @@ pdrop_launch() {
         flag="${var#*:}"
         var="${var%%:*}"
         if [[ -n "${!var:-}" ]]; then
-            cmd+=("--$flag" "${!var}")
+            train_args+=("--$flag" "${!var}")
         fi
     done
-    cmd+=("$@")
+    train_args+=("$@")
+    local -a cmd=("$python" -m torch.distributed.run --nnodes "$nnodes" --node_rank "$node_rank"
+                  --nproc_per_node "$gpus" --master_addr "$master_addr" --master_port "$master_port"
+                  -m llava.train.train --config "$CONFIG" ${train_args[@]+"${train_args[@]}"})
+    local -a settings=("$python" -m llava.train.settings --world_size "$((gpus * nnodes))" --nodes "$nnodes"
+                       --gpus_found "$found_gpus" --config "$CONFIG" -- ${train_args[@]+"${train_args[@]}"})
 
     local -a prepare=()
     if [[ "$(basename "$CONFIG")" == tiny-* ]]; then
         prepare=("$python" -m llava.data.synthetic --out "${TINY_ASSETS:-playground/tiny}")
     fi
     if [[ "${DRY_RUN:-0}" != 0 ]]; then
+        "${settings[@]}"
         if (( ${#prepare[@]} )); then pdrop_print "${prepare[@]}"; fi
         pdrop_print "${cmd[@]}"
         return 0
     fi
+    "${settings[@]}" >&2
     if (( ${#prepare[@]} )); then "${prepare[@]}"; fi
     exec "${cmd[@]}"
 }
