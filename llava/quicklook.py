@@ -13,11 +13,10 @@ Launch::
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from .bench.flops import flops_report
+from .cli import ArgumentParser, cli_main
 from .model import enable_pdrop
 from .model.builder import build_random_llava
 from .paths import load_model_preset, load_schedule
@@ -48,10 +47,10 @@ def synthetic_prompts(preset: dict, batch_size: int, seed: int) -> dict[str, tor
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Tiny PyramidDrop demo on CPU (random weights).")
-    parser.add_argument("--batch_size", type=int, default=2)
-    parser.add_argument("--max_new_tokens", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = ArgumentParser("llava.quicklook", description="Tiny PyramidDrop demo on CPU (random weights).")
+    parser.add_argument("--batch_size", type=int, default=2, help="prompts (default: %(default)s)")
+    parser.add_argument("--max_new_tokens", type=int, default=6, help="tokens generated (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and prompts (default: %(default)s)")
     add_schedule_args(parser, no_pdrop=False)
     args = parser.parse_args(argv)
     preset = load_model_preset(PRESET)
@@ -90,4 +89,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.quicklook")

@@ -48,6 +48,7 @@ from typing import Any
 from huggingface_hub import HfApi, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .cli import ArgumentParser, cli_main
 from .paths import TRAINER_STATE_FILE, TRAINING_ARGS_FILE
 from .pdrop.schedule import PDropConfig
 
@@ -813,7 +814,8 @@ def describe(folder: Path, plan: UploadPlan, repo_id: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Release a LLaVA / LLaVA-NeXT checkpoint on the Hugging Face Hub.")
+    parser = ArgumentParser("llava.release",
+                            description="Release a LLaVA / LLaVA-NeXT checkpoint on the Hugging Face Hub.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (transformers format, with tokenizer)")
     parser.add_argument("--repo_id", required=True, help="Hub repository, org/name")
     parser.add_argument("--private", action="store_true", help="create the repository private")
@@ -845,4 +847,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.release")

@@ -6,7 +6,8 @@ Launch::
     python -m llava.bench --preset llava-next-7b --dtype bfloat16 --attn sdpa --batch_size 2 --json out.json
 """
 
+from ..cli import cli_main
 from .speed import main
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.bench")

@@ -11,7 +11,7 @@ Launch::
     python -m llava.bench.flops --preset llava-next-7b --coarse_to_fine --image_size 20000x20000
     python -m llava.bench.flops --preset llava-next-7b --coarse_to_fine --image_size 8000x6000 \\
         --max_tiles_per_level 9 \\
-        --layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]' --json
+        --layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]' --json c2f-flops.json
 
 Timing::
 
@@ -23,7 +23,6 @@ Timing::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..cli import emit
 from ..paths import load_model_preset
 from ..pdrop.args import schedule_from_args
 from ..pdrop.flops import ModelShape
@@ -121,7 +121,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 def flops_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
                default_schedule: Callable[[int], PDropConfig]) -> dict:
-    """``llava.bench.flops --coarse_to_fine``: print the report (``--json``: as JSON); errors go to ``parser.error``.
+    """``llava.bench.flops --coarse_to_fine``: print the report (``--json PATH``: also as JSON); errors: ``parser.error``.
 
     The schedule flags resolve as for the plain count (``default_schedule(num_layers)`` without them).
     """
@@ -137,7 +137,7 @@ def flops_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
                               args.text_tokens)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    emit(format_report(report), report, args.json)  # llava/cli.py: --json PATH writes, --json - prints JSON
     return report
 
 

@@ -13,7 +13,8 @@ Launch::
 
     python -m llava.bench.flops --preset llava-1.5-7b
     python -m llava.bench.flops --preset llava-next-7b --layer_list '[8,16,24]' --image_token_ratio_list '[0.5,0.25,0.125]'
-    python -m llava.bench.flops --preset llava-1.5-7b --pdrop_lambda 0.5 --pdrop_stages 4 --json
+    python -m llava.bench.flops --preset llava-1.5-7b --pdrop_lambda 0.5 --pdrop_stages 4 --json flops.json
+    python -m llava.bench.flops --preset llava-1.5-7b --json -                       # JSON on stdout, no table
     python -m llava.bench.flops --preset llava-1.5-7b --pdrop_budget tokens=192      # solve lambda for a budget
     python -m llava.bench.flops --preset llava-next-7b --coarse_to_fine --image_size 20000x20000   # huge images
 
@@ -23,10 +24,10 @@ The arithmetic lives in :mod:`llava.pdrop.flops` (the schedule's budgets use it 
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict, dataclass
 
-from ..paths import load_model_preset
+from ..cli import ArgumentParser, add_json_arg, check_json_path, cli_main, emit
+from ..paths import CONFIGS_DIR, load_model_preset
 from ..pdrop.args import add_schedule_args, schedule_from_args
 from ..pdrop.flops import ModelShape, budget_figures, layer_flops, llm_flops, tokens_per_layer
 from ..pdrop.schedule import PDropConfig
@@ -87,14 +88,21 @@ def default_schedule(num_layers: int) -> PDropConfig:
 
 
 def main(argv: list[str] | None = None) -> FlopsReport:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="llava-1.5-7b", help="a configs/models/ preset name or JSON path")
+    parser = ArgumentParser("llava.bench.flops", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    presets = sorted(p.stem for p in (CONFIGS_DIR / "models").glob("*.json"))
+    parser.add_argument("--preset", default="llava-1.5-7b", help=(
+        f"a configs/models/ preset ({', '.join(presets)}) or a JSON path (default: %(default)s)"))
     parser.add_argument("--image_tokens", type=int, help="override the preset's image tokens per sample")
     parser.add_argument("--text_tokens", type=int, help="override the preset's text tokens per sample")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_arg(parser)
     add_schedule_args(parser, no_pdrop=False)
     add_flops_args(parser)
     args = parser.parse_args(argv)
+    try:
+        check_json_path(args.json)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
     if args.coarse_to_fine or args.image_size:  # huge images: llava/bench/coarse_to_fine.py
         return flops_main(args, parser, default_schedule)
     try:
@@ -107,14 +115,13 @@ def main(argv: list[str] | None = None) -> FlopsReport:
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     figures = budget_figures(schedule, shape)
-    if args.json:
-        print(json.dumps({**asdict(report), "paper_ratio": report.paper_ratio, "full_ratio": report.full_ratio,
-                          "avg_image_tokens": figures["avg_image_tokens"]}, indent=2))
-    else:
-        print(report.table())
-        print(f"average image tokens per layer: {figures['avg_image_tokens']:.1f} of {shape.image_tokens}")
+    average = f"average image tokens per layer: {figures['avg_image_tokens']:.1f} of {shape.image_tokens}"
+    table = f"{report.table()}\n{average}"
+    data = {**asdict(report), "paper_ratio": report.paper_ratio, "full_ratio": report.full_ratio,
+            "avg_image_tokens": figures["avg_image_tokens"]}
+    emit(table, data, args.json)
     return report
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.bench.flops")

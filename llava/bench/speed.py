@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import shlex
 import statistics
 import sys
@@ -60,6 +59,7 @@ import torch
 from transformers import DynamicCache, LlavaNextForConditionalGeneration
 from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
+from ..cli import check_json_path, emit
 from ..model.builder import build_random_llava
 from ..paths import load_model_preset, load_schedule
 from ..pdrop.args import add_schedule_args, schedule_from_args
@@ -707,17 +707,15 @@ def _check_settings(settings: SpeedSettings, args: argparse.Namespace) -> SpeedS
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark from the command line; print the table, write ``--json``; return the results."""
+    """Run the benchmark from the command line; print the table, write ``--json PATH`` (``-``: JSON on stdout instead,
+    as every command: llava/cli.py); return the results. A ``--json`` folder that does not exist stops it first."""
     settings, args, parser = parse_settings(argv)
     try:
+        check_json_path(args.json)
         _check_settings(settings, args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     results = run_benchmark(settings)
     results["command"] = shlex.join(["python", "-m", "llava.bench", *(sys.argv[1:] if argv is None else argv)])
-    print(format_table(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"results written to {args.json}")
+    emit(format_table(results), results, args.json)
     return results

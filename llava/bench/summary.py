@@ -113,4 +113,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import cli_main
+
+    cli_main(main, prog="llava.bench.summary")

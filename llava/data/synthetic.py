@@ -229,7 +229,8 @@ def _mkdir(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the tiny LLM, vision tower and synthetic dataset.")
+    parser = argparse.ArgumentParser(prog="python -m llava.data.synthetic",
+                                     description="Write the tiny LLM, vision tower and synthetic dataset.")
     parser.add_argument("--out", default="playground/tiny", help="folder to write (skipped if already complete)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -238,4 +239,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import cli_main
+
+    cli_main(main, prog="llava.data.synthetic")

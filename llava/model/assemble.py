@@ -14,7 +14,6 @@ Launch (to write an assembled, untrained checkpoint; training does this in memor
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from ..cli import ArgumentParser, check_model_source, cli_main
 from .processor import add_image_token, build_processor
 from .pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
 
@@ -201,7 +201,8 @@ def gathered_parameters(params, modify: bool = False):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Assemble an untrained LLaVA from an LLM and a CLIP vision tower.")
+    parser = ArgumentParser("llava.model.assemble", description="Assemble an untrained LLaVA from an LLM and a CLIP "
+                            "vision tower.")
     parser.add_argument("--llm", required=True, help="language model: Hub id or folder")
     parser.add_argument("--vision_tower", required=True, help="CLIP vision tower: Hub id or folder")
     parser.add_argument("--out", required=True, help="folder to write the checkpoint and processor to")
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mm_vision_select_feature", default="patch", choices=sorted(SELECT_FEATURE))
     parser.add_argument("--mm_patch_merge_type", default="flat", choices=["flat", "spatial_unpad"])
     args = parser.parse_args(argv)
+    check_model_source(args.llm, "--llm")
+    check_model_source(args.vision_tower, "--vision_tower")
     spec = VisionSpec(args.vision_tower, args.mm_vision_select_layer, args.mm_vision_select_feature,
                       patch_merge_type=args.mm_patch_merge_type)
     model, processor = assemble_llava(args.llm, spec)
@@ -218,4 +221,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.model.assemble")

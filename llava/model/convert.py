@@ -15,7 +15,6 @@ Launch::
 
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 import tempfile
@@ -25,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlavaConfig, LlavaNextConfig
 
+from ..cli import ArgumentParser, cli_main
 from ..pdrop.schedule import PDropConfig
 from .assemble import SELECT_FEATURE, for_generation, projector_key
 from .pdrop_llava import PDropLlavaForConditionalGeneration, PDropLlavaNextForConditionalGeneration
@@ -149,7 +149,7 @@ def convert(src: str | Path, dst: str | Path, vision_tower: str | None = None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser("llava.model.convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", required=True, help="original-format checkpoint directory")
     parser.add_argument("--dst", required=True, help="output directory (transformers format)")
     parser.add_argument("--vision_tower", help="CLIP vision tower directory or Hub id (default: config mm_vision_tower)")
@@ -159,4 +159,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.model.convert")

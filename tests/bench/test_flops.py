@@ -25,7 +25,7 @@ def test_tokens_per_layer_and_layer_formula():
 
 
 def test_cli_prints_json_and_table(capsys):
-    main(["--preset", "llava-1.5-7b", "--layer_list", "[8,16,24]", "--image_token_ratio_list", "[0.5,0.25,0.125]", "--json"])
+    main(["--preset", "llava-1.5-7b", "--layer_list", "[8,16,24]", "--image_token_ratio_list", "[0.5,0.25,0.125]", "--json", "-"])
     data = json.loads(capsys.readouterr().out)
     assert data["schedule"]["layer_list"] == [8, 16, 24] and round(data["paper_tflops_pdrop"], 2) == 1.78
     main(["--preset", "llava-next-7b", "--lambda", "0.5", "--stages", "4", "--text_tokens", "0", "--position_mode", "original"])
@@ -51,6 +51,6 @@ def test_cli_errors_name_the_problem(argv, message, capsys):
 
 @pytest.mark.parametrize("preset, layers", [("llava-next-7b-9crops", 32), ("llava-qwen2-7b", 28)])
 def test_more_presets(preset, layers, capsys):
-    report = main(["--preset", preset, "--json"])
+    report = main(["--preset", preset, "--json", "-"])
     assert report.schedule["layer_list"] == [layers // 4, layers // 2, 3 * layers // 4]
     assert 0.4 < report.paper_ratio < 0.5

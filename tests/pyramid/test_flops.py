@@ -111,7 +111,7 @@ def test_the_plain_fallback_is_counted_as_its_crops(next_model, tiny_config):
 
 
 def test_flops_command(capsys):
-    report = flops_cli.main(["--preset", "tiny-llava-next", "--coarse_to_fine", "--image_size", "300x170", "--json"])
+    report = flops_cli.main(["--preset", "tiny-llava-next", "--coarse_to_fine", "--image_size", "300x170", "--json", "-"])
     assert json.loads(capsys.readouterr().out) == report
     rows = report["rows"]
     assert (rows["coarse_to_fine"]["vision_images"], rows["coarse_to_fine"]["image_tokens"]) == (15, 24)
