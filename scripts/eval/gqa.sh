@@ -6,6 +6,7 @@
 #   DRY_RUN=1 bash scripts/eval/gqa.sh                          # print the commands
 # Data under $DATA_ROOT/gqa/: llava_gqa_testdev_balanced.jsonl, data/images/, data/testdev_balanced_questions.json.
 # Writes answers/$RUN_NAME.jsonl, .score.json and .predictions.json (for GQA's eval.py --predictions) there.
+# Missing files stop the script before the model loads, saying where they come from.
 # Environment: CKPT, RUN_NAME, DATA_ROOT, PYTHON, GENERATE, DRY_RUN (scripts/eval/lib/bench.sh).
 # Arguments go to llava.eval.run (through generate.sh), after this script's flags.
 set -euo pipefail
@@ -13,6 +14,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
 
 dir=$DATA_ROOT/gqa
 answers=$dir/answers/$RUN_NAME.jsonl
+bench_require "llava_gqa_testdev_balanced.jsonl is in LLaVA's eval.zip; the images (data/images/) and \
+testdev_balanced_questions.json come from GQA (https://cs.stanford.edu/people/dorarad/gqa/download.html), \
+into $dir/data" \
+    "$dir/llava_gqa_testdev_balanced.jsonl" "$dir/data/images" "$dir/data/testdev_balanced_questions.json"
 bench_generate --question_file "$dir/llava_gqa_testdev_balanced.jsonl" --image_folder "$dir/data/images" \
     --answers_file "$answers" --max_new_tokens 128 "$@"
 bench_score --task gqa --answers "$answers" --annotations "$dir/data/testdev_balanced_questions.json" \

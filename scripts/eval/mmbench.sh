@@ -8,6 +8,7 @@
 #   DRY_RUN=1 bash scripts/eval/mmbench.sh                      # print the commands
 # Data under $DATA_ROOT/mmbench/: $SPLIT.tsv (questions, options, base64 images; answers on dev).
 # Writes answers/$SPLIT/$RUN_NAME.jsonl (and .score.json) and answers_upload/$SPLIT/$RUN_NAME.tsv there.
+# Missing files stop the script before the model loads, saying where they come from.
 # Environment: SPLIT, and CKPT, RUN_NAME, DATA_ROOT, PYTHON, GENERATE, DRY_RUN (scripts/eval/lib/bench.sh).
 # Arguments go to llava.eval.run (through generate.sh), after this script's flags.
 set -euo pipefail
@@ -17,11 +18,14 @@ SPLIT=${SPLIT:-mmbench_dev_20230712}
 dir=$DATA_ROOT/mmbench
 questions=$dir/$SPLIT.tsv
 answers=$dir/answers/$SPLIT/$RUN_NAME.jsonl
-task=mmbench
-if [[ $SPLIT == *_cn_* ]]; then task=mmbench_cn; fi
+task=mmbench lang=()
+if [[ $SPLIT == *_cn_* ]]; then task=mmbench_cn lang=(--lang cn); fi  # LLaVA asks MMBench-CN in Chinese
 score=(--task "$task" --answers "$answers" --questions "$questions"
        --submission "$dir/answers_upload/$SPLIT/$RUN_NAME.tsv")
 if [[ $SPLIT != *test* ]]; then score+=(--annotations "$questions"); fi
 
-bench_generate --question_file "$questions" --answers_file "$answers" --single_pred_prompt --max_new_tokens 16 "$@"
+bench_require "$SPLIT.tsv comes from MMBench \
+(https://download.openmmlab.com/mmclassification/datasets/mmbench/$SPLIT.tsv)" "$questions"
+bench_generate --question_file "$questions" --answers_file "$answers" --single_pred_prompt ${lang[@]+"${lang[@]}"} \
+    --max_new_tokens 16 "$@"
 bench_score "${score[@]}"

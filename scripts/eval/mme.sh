@@ -7,6 +7,7 @@
 #   DRY_RUN=1 bash scripts/eval/mme.sh                          # print the commands
 # Data under $DATA_ROOT/MME/: llava_mme.jsonl, MME_Benchmark_release_version/ (images and answers).
 # Writes answers/$RUN_NAME.jsonl (and .score.json) and eval_tool/answers/$RUN_NAME/<subtask>.txt there.
+# Missing files stop the script before the model loads, saying where they come from.
 # Environment: CKPT, RUN_NAME, DATA_ROOT, PYTHON, GENERATE, DRY_RUN (scripts/eval/lib/bench.sh).
 # Arguments go to llava.eval.run (through generate.sh), after this script's flags.
 set -euo pipefail
@@ -14,6 +15,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
 
 dir=$DATA_ROOT/MME
 answers=$dir/answers/$RUN_NAME.jsonl
+bench_require "llava_mme.jsonl is in LLaVA's eval.zip; MME_Benchmark_release_version/ comes from MME's \
+authors (https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models/tree/Evaluation)" \
+    "$dir/llava_mme.jsonl" "$dir/MME_Benchmark_release_version"
 bench_generate --question_file "$dir/llava_mme.jsonl" --image_folder "$dir/MME_Benchmark_release_version" \
     --answers_file "$answers" --max_new_tokens 16 "$@"
 bench_score --task mme --answers "$answers" --annotations "$dir/MME_Benchmark_release_version" \

@@ -8,6 +8,7 @@
 # Data under $DATA_ROOT/pope/: llava_pope_test.jsonl, val2014/ (COCO images),
 # coco/coco_pope_{adversarial,popular,random}.json.
 # Writes answers/$RUN_NAME.jsonl and answers/$RUN_NAME.score.json there.
+# Missing files stop the script before the model loads, saying where they come from.
 # Environment: CKPT, RUN_NAME, DATA_ROOT, PYTHON, GENERATE, DRY_RUN (scripts/eval/lib/bench.sh).
 # Arguments go to llava.eval.run (through generate.sh), after this script's flags.
 set -euo pipefail
@@ -15,6 +16,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
 
 dir=$DATA_ROOT/pope
 answers=$dir/answers/$RUN_NAME.jsonl
+bench_require "llava_pope_test.jsonl is in LLaVA's eval.zip; val2014/ is COCO's \
+(http://images.cocodataset.org/zips/val2014.zip); coco/ is POPE's output/coco (https://github.com/AoiDragon/POPE)" \
+    "$dir/llava_pope_test.jsonl" "$dir/val2014" "$dir/coco"
 bench_generate --question_file "$dir/llava_pope_test.jsonl" --image_folder "$dir/val2014" \
     --answers_file "$answers" --max_new_tokens 16 "$@"
 bench_score --task pope --answers "$answers" --annotations "$dir/coco" --questions "$dir/llava_pope_test.jsonl"

@@ -6,6 +6,7 @@
 #   DRY_RUN=1 bash scripts/eval/textvqa.sh                      # print the commands
 # Data under $DATA_ROOT/textvqa/: llava_textvqa_val_v051_ocr.jsonl, train_images/, TextVQA_0.5.1_val.json.
 # Writes answers/$RUN_NAME.jsonl and answers/$RUN_NAME.score.json there.
+# Missing files stop the script before the model loads, saying where they come from.
 # Environment: CKPT, RUN_NAME, DATA_ROOT, PYTHON, GENERATE, DRY_RUN (scripts/eval/lib/bench.sh).
 # Arguments go to llava.eval.run (through generate.sh), after this script's flags.
 set -euo pipefail
@@ -13,6 +14,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
 
 dir=$DATA_ROOT/textvqa
 answers=$dir/answers/$RUN_NAME.jsonl
+bench_require "llava_textvqa_val_v051_ocr.jsonl is in LLaVA's eval.zip; TextVQA_0.5.1_val.json \
+(https://dl.fbaipublicfiles.com/textvqa/data/TextVQA_0.5.1_val.json) and train_images/ (extracted from \
+https://dl.fbaipublicfiles.com/textvqa/images/train_val_images.zip) come from TextVQA" \
+    "$dir/llava_textvqa_val_v051_ocr.jsonl" "$dir/train_images" "$dir/TextVQA_0.5.1_val.json"
 bench_generate --question_file "$dir/llava_textvqa_val_v051_ocr.jsonl" --image_folder "$dir/train_images" \
     --answers_file "$answers" --max_new_tokens 128 "$@"
 bench_score --task textvqa --answers "$answers" --annotations "$dir/TextVQA_0.5.1_val.json"

@@ -152,10 +152,23 @@ def test_scripts_carry_no_schedule_numbers(script):
     assert lines[0] == "#!/usr/bin/env bash" and lines[1].startswith("# ") and "set -euo pipefail" in lines
 
 
+def complete_inputs(data: Path, bench: str) -> None:
+    """Stand-ins for the question file and images the fixtures leave out (generation is stubbed; the scripts
+    check that they exist before anything runs)."""
+    _, questions, images, _, _ = BENCHES[bench]
+    for folder in [images, *{"seed": ["seed_bench/SEED-Bench-image"]}.get(bench, [])]:
+        if folder:
+            (data / folder).mkdir(parents=True, exist_ok=True)
+    for path in [questions, *{"vqav2": ["vqav2/llava_vqav2_mscoco_test2015.jsonl"]}.get(bench, [])]:
+        if not (data / path).exists():
+            (data / path).write_text("")
+
+
 @pytest.mark.parametrize("bench", sorted(BENCHES))
 def test_real_run_scores_the_fixture_answers(bench, stub, tmp_path):
     data = tmp_path / "eval"
     shutil.copytree(FIXTURES, data)
+    complete_inputs(data, bench)
     result = run_script(bench, DATA_ROOT=str(data), GENERATE=str(stub), RUN_NAME="fixture", PYTHON=sys.executable,
                         CKPT="unused")
     assert result.stdout.startswith("GENERATE DRY_RUN=0 ")

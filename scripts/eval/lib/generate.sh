@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Answer a question file with one process per GPU (a contiguous shard each), then merge the answers.
 # Every flag goes to `python -m llava.eval.run` (see its --help); --answers_file is the merged output.
-# Each shard resumes from its own chunk file, so a killed evaluation continues where it stopped.
+# Each shard resumes from its own chunk file, so a killed evaluation continues where it stopped; a failed
+# shard is reported with its exit status, and a rerun is suggested only when answers were kept.
 # Environment:
 #   CKPT       model folder or Hub id (passed as --model_path unless the flags give one)
 #   CONV_MODE  conversation template (default vicuna_v1)
@@ -61,7 +62,25 @@ for ((idx = 0; idx < chunks; idx++)); do
         "${cmd[@]}" & pids+=($!)
     fi
 done
+# A failed shard: say why, and offer a resume only when there is something to resume (answers kept).
+report_failure() {  # SHARD STATUS
+    local kept=0 part why
+    for part in "${parts[@]}"; do
+        if [[ -s $part ]]; then kept=$((kept + $(wc -l < "$part"))); fi
+    done
+    if (($2 > 128)); then why="was killed (signal $(($2 - 128)))"; else why="failed (exit $2): see its error above"; fi
+    if ((kept > 0)); then
+        why+="; $kept answers are kept: rerun the same command to resume"
+        if (($2 <= 128)); then why+=" once the problem is fixed"; fi
+    fi
+    echo "generate.sh: shard $1 of $chunks $why" >&2
+}
+
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-((status == 0)) || { echo "generate.sh: a shard failed (exit $status); rerun to resume" >&2; exit "$status"; }
+for idx in "${!pids[@]}"; do
+    code=0
+    wait "${pids[idx]}" || code=$?
+    if ((code != 0)); then report_failure "$idx" "$code"; status=$code; fi
+done
+((status == 0)) || exit "$status"
 run "$PYTHON" -m llava.eval.chunks --out "$answers" "${parts[@]}"
