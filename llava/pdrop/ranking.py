@@ -12,6 +12,8 @@ positions. The attention kernel is never asked for weights, so any kernel works.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -158,11 +160,17 @@ def query_attention(
     k = apply_rotary_rolled(attn.k_proj(x).view(batch, n, -1, head_dim).transpose(1, 2), cos, sin)
     num_kv_heads = k.shape[1]
     q = q.reshape(batch, num_kv_heads, -1, head_dim)  # (B, G, R*Q, D): head h uses kv head h // R
-    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)).view(batch, -1, num_queries, n) * head_dim**-0.5
-    allowed = _allowed_keys(key_mask, query_index, n, causal)
-    if allowed is not None:  # the lowest finite value, not -inf: a slot with no allowed key stays finite
-        logits = logits.masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
-    return torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, n)
+    with _float32_math(q.device.type):  # the scores in float32 even under bf16/fp16 autocast (the spec)
+        logits = torch.matmul(q.float(), k.float().transpose(-1, -2)).view(batch, -1, num_queries, n) * head_dim**-0.5
+        allowed = _allowed_keys(key_mask, query_index, n, causal)
+        if allowed is not None:  # the lowest finite value, not -inf: a slot with no allowed key stays finite
+            logits = logits.masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
+        return torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, n)
+
+
+def _float32_math(device_type: str):
+    """Autocast off while it is on (it would run the score matmul in bf16), nothing otherwise."""
+    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else nullcontext()
 
 
 def _allowed_keys(key_mask: torch.Tensor | None, query_index: torch.Tensor | None, n: int,

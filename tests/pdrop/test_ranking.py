@@ -103,3 +103,19 @@ def test_selection_keeps_per_sample_counts_and_breaks_ties_to_the_earlier_token(
     image_mask = torch.tensor([[True, True, True, True], [False, True, True, True]])
     keep = select_image_tokens(scores, image_mask, torch.tensor([1, 2]))
     assert keep.tolist() == [[False, True, False, False], [False, False, True, True]]
+
+
+def test_scores_are_float32_under_bf16_autocast():
+    """Training with --bf16 runs under autocast: the ranking's matmul and softmax stay in float32."""
+    model = tiny_model()
+    layer, rotary = model.model.language_model.layers[1], model.model.language_model.rotary_emb
+    hidden = torch.randn(2, 10, 64)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[0, :3] = False
+    plain = image_token_scores(layer, hidden, rotary(hidden, torch.arange(10)[None]), mask, torch.tensor([[9], [9]]),
+                               torch.tensor([[True], [True]]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = image_token_scores(layer, hidden, rotary(hidden, torch.arange(10)[None]), mask,
+                                   torch.tensor([[9], [9]]), torch.tensor([[True], [True]]))
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=0, atol=5e-2)  # the projections ran in bf16, the scores did not
