@@ -60,6 +60,7 @@ from transformers import DynamicCache, LlavaNextForConditionalGeneration
 from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
 from ..cli import check_json_path, emit
+from ..cli import ArgumentParser
 from ..model.builder import build_random_llava
 from ..paths import load_model_preset, load_schedule
 from ..pdrop.args import add_schedule_args, schedule_from_args
@@ -656,8 +657,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def parse_settings(argv: list[str] | None) -> tuple[SpeedSettings, argparse.Namespace, argparse.ArgumentParser]:
-    parser = argparse.ArgumentParser(prog="python -m llava.bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser("llava.bench", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     presets = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "models").glob("*.json"))
     parser.add_argument("--preset", required=True, help=f"a configs/models/ preset name ({', '.join(presets)}) or JSON path")
     parser.add_argument("--methods", default="none,pdrop,ideal", help=f"comma-separated, from {','.join(METHODS)} "

@@ -10,7 +10,7 @@
 # (default .whl/ at the repository root, when it holds wheels), installed into a folder of its own
 # and put first on PYTHONPATH: the machine's CUDA torch is never replaced.
 # Environment: OUT (results folder), WHEELS, PYTHON (default python3), REPEATS (default 3).
-set -uo pipefail
+set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 OUT=${OUT:-gpu_check_out}
@@ -49,7 +49,9 @@ timeout 150 "$PYTHON" -m llava.bench --preset llava-1.5-7b "${common[@]}" --batc
     --json "$OUT/llava-1.5-7b.json" || status=1
 # 3. one summary against the targets
 runs=()
-for f in "$OUT/next-7b.json" "$OUT/llava-1.5-7b.json"; do [[ -f $f ]] && runs+=("$f"); done
+for f in "$OUT/next-7b.json" "$OUT/llava-1.5-7b.json"; do
+    if [[ -f $f ]]; then runs+=("$f"); fi
+done
 if ((${#runs[@]})); then
     "$PYTHON" -m llava.bench.summary "${runs[@]}" --targets configs/bench/targets-gpu.json \
         --markdown "$OUT/summary.md" --json "$OUT/summary.json" || status=1
