@@ -35,8 +35,10 @@ Geometry (boxes are ``(left, top, right, bottom)`` floats in pixels of the origi
 None always means "no region of the image to grey": the drawing skips such tokens, the counts in
 the captions include them (the model keeps and drops them like any other image token).
 
-Picture: one column per stage. LLaVA-NeXT's base grid and high-res grid cover the same pixels, so
-they get one row of panels each (base image above, high-res crops + newlines below). Dropped
+Picture: a title (the question, the model's answer and the right one, the schedule: :func:`picture_header`),
+a legend (a kept and a dropped swatch), then one column per stage, captioned with its layers
+(numbered from 0) and its counts of image tokens kept and of tokens in the sequence. LLaVA-NeXT's
+base grid and high-res grid cover the same pixels, so they get one row of panels each (base image above, high-res crops + newlines below). Dropped
 regions are greyscale at 30 % brightness; regions no token of a row covers are washed towards white.
 """
 
@@ -203,6 +205,8 @@ def draw_kept_tokens(
     tokens_per_stage: Sequence[int] | None = None,
     groups: Sequence[tuple[str, range]] | None = None,
     scale: float = 1.0,
+    header: Sequence[str] = (),
+    legend: bool = True,
 ) -> Image.Image:
     """One panel per stage, side by side: ``image`` with the dropped tokens' regions greyed and darkened.
 
@@ -214,8 +218,12 @@ def draw_kept_tokens(
     ``scale``: panel size / image size. Regions that no token of a row covers (cropped away, or padding
     slivers at the edges of NeXT's crops) are washed towards white in every panel of that row.
 
-    Output: ``S`` panels of ``round(w*scale) x round(h*scale)`` separated by :data:`PANEL_GAP`, each row
-    followed by a white caption band (``"stage 2: 8/16 image tokens kept"``, then the group's count).
+    ``header``: lines written above the panels (a title: question, answers, schedule), wrapped to the
+    picture's width. ``legend``: a line under the header showing a kept and a dropped swatch.
+
+    Output: the header band, the legend, then ``S`` panels of ``round(w*scale) x round(h*scale)``
+    separated by :data:`PANEL_GAP`, each row followed by a white caption band
+    (``"stage 2: 8/16 image tokens kept"``, then the group's count).
     """
     num_tokens = len(boxes)
     kept = [_index_set(k, num_tokens, s) for s, k in enumerate(kept_per_stage)]
@@ -226,7 +234,7 @@ def draw_kept_tokens(
     rows = list(groups) if groups is not None else [("", range(num_tokens))]
     panel_w, panel_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
     base = image.convert("RGB").resize((panel_w, panel_h), Image.Resampling.BICUBIC)
-    dark = Image.eval(base.convert("L"), lambda v: int(v * DROPPED_BRIGHTNESS)).convert("RGB")
+    dark = _dropped_look(base)
     # Parts of the image no token of a row covers (CLIP's cropped margins, NeXT's edge slivers) are
     # washed out in every panel, so they never read as kept.
     unseen = [ImageChops.invert(_region_mask((panel_w, panel_h), [boxes[i] for i in members if boxes[i] is not None],
@@ -239,11 +247,17 @@ def draw_kept_tokens(
     line_h = _line_height(font)
     band = max(len(lines) for row in wrapped for lines in row) * line_h + 4
     width = len(kept) * panel_w + (len(kept) - 1) * PANEL_GAP
-    height = len(rows) * (panel_h + band) + (len(rows) - 1) * PANEL_GAP
+    title = _wrap(list(header), font, width)
+    top = len(title) * line_h + (line_h + PANEL_GAP if legend else 0) + (PANEL_GAP if title else 0)
+    height = top + len(rows) * (panel_h + band) + (len(rows) - 1) * PANEL_GAP
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(title):
+        draw.text((2, 2 + k * line_h), line, fill="black", font=font)
+    if legend:
+        _draw_legend(canvas, draw, font, (2, top - line_h - PANEL_GAP + 2), line_h)
     for r, (_, members) in enumerate(rows):
-        y = r * (panel_h + band + PANEL_GAP)
+        y = top + r * (panel_h + band + PANEL_GAP)
         for s in range(len(kept)):
             x = s * (panel_w + PANEL_GAP)
             dropped = [boxes[i] for i in members if i not in kept[s] and boxes[i] is not None]
@@ -252,6 +266,27 @@ def draw_kept_tokens(
             for k, line in enumerate(wrapped[r][s]):
                 draw.text((x + 2, y + panel_h + 2 + k * line_h), line, fill="black", font=font)
     return canvas
+
+
+def _dropped_look(image: Image.Image) -> Image.Image:
+    """How a dropped token's region is drawn: greyscale at :data:`DROPPED_BRIGHTNESS` of its brightness."""
+    return Image.eval(image.convert("L"), lambda v: int(v * DROPPED_BRIGHTNESS)).convert("RGB")
+
+
+LEGEND_COLOURS = ((220, 40, 40), (40, 180, 60), (40, 70, 220), (230, 210, 40))  # the swatch's four quarters
+
+
+def _draw_legend(canvas: Image.Image, draw, font, corner: tuple[int, int], size: int) -> None:
+    """ "[swatch] kept   [swatch] dropped": a four-colour swatch as is, and as a dropped region looks."""
+    swatch = Image.new("RGB", (2, 2))
+    swatch.putdata(LEGEND_COLOURS)
+    swatch = swatch.resize((size, size), Image.Resampling.NEAREST)
+    x, y = corner
+    for look, label in ((swatch, "kept (reaches the stage)"), (_dropped_look(swatch), "dropped (greyed, darker)")):
+        canvas.paste(look, (x, y))
+        draw.rectangle([x, y, x + size - 1, y + size - 1], outline="black")
+        draw.text((x + size + 4, y), label, fill="black", font=font)
+        x += size + 4 + int(font.getlength(label)) + 3 * size
 
 
 def _index_set(kept: set[int] | torch.Tensor, num_tokens: int, stage: int) -> set[int]:
@@ -308,6 +343,7 @@ def kept_token_picture(
     aspect_ratio: str | None = None,
     image_index: int = 0,
     panel_size: int | None = PANEL_SIZE,
+    header: Sequence[str] = (),
 ) -> tuple[Image.Image, dict]:
     """Run one PyramidDrop prefill on a single-sample prompt and picture what each stage kept.
 
@@ -316,7 +352,8 @@ def kept_token_picture(
     made by the processor (``input_ids`` ``(1, n)``, ``pixel_values``, ``image_sizes`` for NeXT) from
     the same images. With several images (a list), image ``image_index`` is pictured (default the
     first); the stages' keep ratios apply to the pool of all of them, so its counts may differ.
-    ``panel_size``: the panels' longer side in pixels (None: the image's own size).
+    ``panel_size``: the panels' longer side in pixels (None: the image's own size). ``header``: title
+    lines above the panels (e.g. :func:`picture_header`); each panel is titled with its stage and layers.
 
     Returns the picture (also saved as PNG to ``out_path`` if given) and ``{"kept": [image tokens of
     the pictured image kept per stage, stage 0 first], "image_tokens", "tokens_per_stage" (the
@@ -333,14 +370,46 @@ def kept_token_picture(
     layout, pictured = layouts[image_index], images[image_index]
     tokens_per_stage = trace.tokens_per_stage()[0].tolist()
     scale = 1.0 if panel_size is None else panel_size / max(pictured.size)
-    picture = draw_kept_tokens(pictured, layout.boxes, kept, tokens_per_stage=tokens_per_stage,
-                               groups=layout.groups, scale=scale)
+    picture = draw_kept_tokens(pictured, layout.boxes, kept, titles=stage_titles(model),
+                               tokens_per_stage=tokens_per_stage, groups=layout.groups, scale=scale, header=header)
     if out_path is not None:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         picture.save(out_path, format="PNG")
     summary = {"kept": [len(k) for k in kept], "image_tokens": len(layout.boxes), "tokens_per_stage": tokens_per_stage,
                "image_index": image_index, "aspect_ratio": aspect_ratio}
     return picture, summary
+
+
+def stage_titles(model) -> list[str]:
+    """``"stage s, layers a-b"`` per stage of the model's schedule (layers numbered from 0, as quicklook does)."""
+    num_layers = model.config.get_text_config().num_hidden_layers
+    stages = model.pdrop_config.stage_layers(num_layers)
+    return [f"stage {s}, layer {r.start}" if len(r) == 1 else f"stage {s}, layers {r.start}-{r.stop - 1}"
+            for s, r in enumerate(stages)]
+
+
+def picture_header(question: str, schedule, answer: str | None = None, truth: str | None = None) -> list[str]:
+    """Title lines of a picture: the question, the model's answer and the right one (when known), the schedule."""
+    lines = [f"Q: {question}"]
+    said = [f"model: {answer!r}" if answer else "model: (no answer)" if answer is not None else "",
+            f"ground truth: {truth!r}" if truth is not None else ""]
+    if any(said):
+        lines.append("   ".join(s for s in said if s))
+    ratios = ", ".join(f"{r:g}" for r in schedule.image_token_ratio_list)
+    lines.append(f"schedule: drop after {list(schedule.layer_list)} layers, keep [{ratios}] of the image tokens"
+                 + ("" if schedule.method == "pdrop" else f" ({schedule.method} ranking)"))
+    return lines
+
+
+def generate_answer(model, processor, inputs: Mapping[str, torch.Tensor], max_new_tokens: int = 32) -> str:
+    """The model's greedy answer to a single-sample prompt (its ``pdrop_trace`` is left to the caller to read first)."""
+    batch = {k: v.to(model.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    if "pixel_values" in batch:
+        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=processor.tokenizer.pad_token_id)
+    return processor.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
 def processed_inputs(processor, images: list[Image.Image], prompt: str, aspect_ratio: str) -> dict[str, torch.Tensor]:
@@ -406,6 +475,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--question", required=True)
     parser.add_argument("--out", default="kept.png", help="PNG to write")
     parser.add_argument("--panel_size", type=int, default=PANEL_SIZE, help="longer side of a panel in pixels")
+    parser.add_argument("--truth", help="the right answer, written in the title next to the model's")
+    parser.add_argument("--max_new_tokens", type=int, default=32,
+                        help="length of the model's answer written in the title (0: no answer)")
     args = parser.parse_args(argv)
     model, processor = load_for_eval(args)
     if model.pdrop_config is None:
@@ -414,8 +486,13 @@ def main(argv: list[str] | None = None) -> dict:
     image = load_image(args.image, sample_id=args.image)
     prompt = build_prompt([{"from": "human", "value": "<image>\n" + args.question}], args.conv_mode,
                           processor.tokenizer)
-    _, summary = kept_token_picture(model, processor, image, prompt, args.out, aspect_ratio=args.image_aspect_ratio,
-                                    panel_size=args.panel_size)
+    aspect_ratio = args.image_aspect_ratio or default_aspect_ratio(model.config)
+    inputs = processed_inputs(processor, [image], prompt, aspect_ratio)
+    answer = generate_answer(model, processor, inputs, args.max_new_tokens) if args.max_new_tokens > 0 else None
+    header = picture_header(args.question, model.pdrop_config, answer, args.truth)
+    _, summary = kept_token_picture(model, processor, image, inputs, args.out, aspect_ratio=aspect_ratio,
+                                    panel_size=args.panel_size, header=header)
+    summary["answer"] = answer
     print(f"wrote {args.out}: image tokens kept per stage {' -> '.join(map(str, summary['kept']))} "
           f"(sequence {' -> '.join(map(str, summary['tokens_per_stage']))} tokens)")
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFont
 from transformers import CLIPImageProcessor
 
 from llava.data import build_processor, expand_to_square, num_image_tokens
@@ -195,7 +195,7 @@ def test_panels_size_captions_and_dropped_regions_are_darker(model):
     image = Image.new("RGB", (40, 40), (200, 180, 40))
     boxes = token_boxes(model.config, (40, 40), "pad")
     kept = [set(range(16)), set(range(8)), torch.tensor([0, 1, 2, 3])]
-    picture = draw_kept_tokens(image, boxes, kept, tokens_per_stage=[30, 22, 18])
+    picture = draw_kept_tokens(image, boxes, kept, tokens_per_stage=[30, 22, 18], legend=False)
     assert picture.width == 3 * 40 + 2 * PANEL_GAP and picture.height > 40
 
     def centre(stage, token):
@@ -222,8 +222,38 @@ def test_overlapping_grids_go_to_rows_and_scale(next_model):
 
 def test_regions_no_token_sees_are_washed_out(model):
     boxes = token_boxes(model.config, (28, 56), "square")  # the centre crop sees columns 14..42
-    picture = draw_kept_tokens(Image.new("RGB", (56, 28), (100, 100, 100)), boxes, [set(range(16))])
+    picture = draw_kept_tokens(Image.new("RGB", (56, 28), (100, 100, 100)), boxes, [set(range(16))], legend=False)
     assert picture.getpixel((5, 14))[0] > 150 and picture.getpixel((28, 14)) == (100, 100, 100)
+
+
+def test_header_and_legend_sit_above_the_panels(model):
+    image = Image.new("RGB", (40, 40), (200, 180, 40))
+    boxes = token_boxes(model.config, (40, 40), "pad")
+    kept = [set(range(16)), set(range(4))]
+    bare = draw_kept_tokens(image, boxes, kept, legend=False)
+    header = ["Q: What color is the shape in the top left? " * 3, "model: 'red'   ground truth: 'red'"]
+    titled = draw_kept_tokens(image, boxes, kept, header=header)
+    line = pictures._line_height(ImageFont.load_default())
+    assert titled.width == bare.width and titled.height > bare.height + 3 * line  # wrapped title + legend
+    top = titled.height - bare.height
+    assert titled.crop((0, top, titled.width, titled.height)).tobytes() == bare.tobytes()  # panels just move down
+    colours = {colour for _, colour in titled.crop((0, 0, titled.width, top)).getcolors(1 << 16)}
+    red = pictures.LEGEND_COLOURS[0]
+    dropped_red = pictures._dropped_look(Image.new("RGB", (1, 1), red)).getpixel((0, 0))
+    assert red in colours and dropped_red in colours  # the legend shows both looks
+    assert len(colours) > 4  # and text
+
+
+def test_stage_titles_and_header_name_the_layers_and_the_answers(model):
+    assert pictures.stage_titles(model) == [f"stage {s}, layer {s}" for s in range(4)]
+    wide = tiny_model(make_tokenizer(), schedule=PDropConfig([2], [0.25]))
+    assert pictures.stage_titles(wide) == ["stage 0, layers 0-1", "stage 1, layers 2-3"]
+    lines = pictures.picture_header("Where is it?", TINY_SCHEDULE, answer="top left", truth="top right")
+    assert lines == ["Q: Where is it?", "model: 'top left'   ground truth: 'top right'",
+                     "schedule: drop after [1, 2, 3] layers, keep [0.5, 0.25, 0.125] of the image tokens"]
+    assert pictures.picture_header("Where?", TINY_SCHEDULE, answer="")[1] == "model: (no answer)"
+    fastv = pictures.picture_header("Where?", PDropConfig.fastv(1, 0.75))
+    assert fastv[-1].endswith("(fastv ranking)") and len(fastv) == 2
 
 
 def test_draw_errors(model):
@@ -298,8 +328,9 @@ def test_cli_end_to_end(checkpoint, tmp_path, capsys):
     draw_square("yellow", "top right", (48, 32)).save(image)
     args = ["--model_path", str(checkpoint), "--image", str(image), "--question", "What color is the square?",
             "--device", "cpu", "--attn_implementation", "eager"]
-    summary = pictures.main([*args, "--out", str(tmp_path / "saved.png")])
+    summary = pictures.main([*args, "--out", str(tmp_path / "saved.png"), "--truth", "yellow", "--max_new_tokens", "3"])
     assert summary["kept"] == [16, 8, 4, 2] and summary["aspect_ratio"] == "pad"
+    assert isinstance(summary["answer"], str)  # a random model's words, written in the title
     assert "image tokens kept per stage 16 -> 8 -> 4 -> 2" in capsys.readouterr().out
     assert Image.open(tmp_path / "saved.png").size[0] == 4 * pictures.PANEL_SIZE + 3 * PANEL_GAP
     summary = pictures.main([*args, "--out", str(tmp_path / "flags.png"), "--layer_list", "[2]",
