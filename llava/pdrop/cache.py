@@ -121,7 +121,7 @@ def _stage_masks(config, cache: PDropCache, inputs_embeds, attention_mask, posit
                    else inputs_embeds.new_ones(batch, t, dtype=torch.bool))
     fast = t == 1 and kernel in FAST_MASK_KERNELS and (attention_mask is None or attention_mask.shape[1] == past + t)
     stage0_real = new_real = attention_mask is None
-    if attention_mask is not None and kernel != "eager":  # one device read per step, as transformers' builder
+    if fast and attention_mask is not None and kernel != "eager":  # one device read per step, as transformers' builder
         stage0_real, new_real = torch.stack([attention_mask.bool().all(), new_columns.all()]).tolist()
     keep_none = new_real and fast and kernel != "eager"  # a stage without padding needs no mask at all
     later = [state.extend(new_columns, keep_none, lambda start=stage.start: cache.get_seq_length(start))
