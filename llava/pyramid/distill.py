@@ -1,8 +1,8 @@
 """Training the focus module: distil the full LLM's text-to-image attention into it (``--train_focus_module``).
 
 For every training sample and every query ``q`` (the token before each answer, PyramidDrop's training
-queries), over the sample's *local* image tokens ``K`` (LLaVA-NeXT's high-resolution crop tokens: the
-base image and the newline tokens left out, as the thumbnail and newlines are left out at inference)::
+queries), over the sample's image tokens ``K`` (LLaVA-NeXT's base image and crops; the newline tokens,
+which are never scored, left out)::
 
     A_l(q)   = softmax over K of layer l's q/k scores, mean over heads  (llava.pdrop.ranking.query_attention)
     target   = mean over the distillation layers l of A_l(q)           (the frozen LLM, no gradient)
@@ -11,6 +11,14 @@ base image and the newline tokens left out, as the thumbnail and newlines are le
 The KL is zero exactly when the module's attention equals the target, and its gradient equals that of
 the mean over layers of ``KL(A_l || A_rfm)`` (they differ by a constant). Only the module trains: the
 LLM, vision tower and projector are frozen, the teacher runs under ``no_grad``.
+
+Why every image token, base image included, although the walk scores local tokens only: a training
+image shows the object in the base image *and* in its crops, and deep layers may look at the base
+image's copy; restricted to the crops, their attention renormalises what is left, which need not point
+at the object. On the huge-image demo (32 walks), a module distilled from layers 2-3 over the crop
+tokens alone kept the object at the coarsest level in 4 walks (the LLM's own layer 1: 28); over every
+image token, in 28 (layers 2-3) and 30 (layers 1-3). Over every image token the target keeps its mass where the
+LLM puts it, and the walk only uses the module's ranking of the local tokens.
 
 Launch (a LLaVA-NeXT checkpoint in, the same checkpoint plus ``focus_module.safetensors`` out)::
 
@@ -55,23 +63,14 @@ def attention_kl(target: torch.Tensor, student: torch.Tensor, key_mask: torch.Te
     return terms.sum(dim=-1)[counted].mean()
 
 
-def local_image_mask(model, features: list[torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:
-    """``(B, n)`` bool: the image slots holding high-resolution crop tokens (LLaVA-NeXT).
+def image_key_mask(model, features: list[torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, n)`` bool: the image slots that are not LLaVA-NeXT newline tokens.
 
-    ``features``: per image its ``(m_i, d)`` packed features as LLaVA-NeXT lays them out (the base
-    image's ``g * g`` tokens first when the image has crops, then the crops, a newline after each row);
-    ``image_mask`` ``(B, n)``: the slots they fill, in order. Newline rows (exact copies of
-    ``image_newline``) and the base image are left out.
+    ``features``: per image its ``(m_i, d)`` packed features, in the order they fill the slots of
+    ``image_mask`` ``(B, n)``; newline rows are exact copies of ``model.model.image_newline``.
     """
-    vision = model.config.vision_config
-    base = (vision.image_size // vision.patch_size) ** 2
     newline = model.model.image_newline
-    kinds = []
-    for feature in features:
-        local = ~(feature == newline.to(feature)).all(dim=-1)
-        if feature.shape[0] > base + 1:  # several crops: the base image leads
-            local[:base] = False
-        kinds.append(local)
+    kinds = [~(feature == newline.to(feature)).all(dim=-1) for feature in features]
     out = torch.zeros_like(image_mask)
     if kinds:
         out[image_mask] = torch.cat(kinds).to(out.device)
@@ -79,12 +78,12 @@ def local_image_mask(model, features: list[torch.Tensor], image_mask: torch.Tens
 
 
 @torch.no_grad()
-def teacher_attention(decoder, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, local_mask: torch.Tensor,
+def teacher_attention(decoder, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, key_mask: torch.Tensor,
                       query_mask: torch.Tensor, layers: list[int]) -> torch.Tensor:
-    """``(B, Q, n)``: the LLM's attention of each query over the local tokens, averaged over ``layers``."""
+    """``(B, Q, n)``: the LLM's attention of each query over the keys of ``key_mask``, averaged over ``layers``."""
     hidden, position_embeddings = layers_inputs(decoder, inputs_embeds, attention_mask, layers)
     query_index, _ = query_slots(query_mask)
-    keys = attention_mask.bool() & local_mask
+    keys = attention_mask.bool() & key_mask
     return torch.stack([query_attention(decoder.layers[layer], hidden[layer], position_embeddings, keys, query_index)
                         for layer in layers]).mean(dim=0)
 
@@ -101,17 +100,17 @@ def distillation_loss(llava, inputs: dict) -> torch.Tensor:
     with torch.no_grad():
         embeds, image_mask, _ = llava.merge_inputs(inputs["input_ids"], None, None, None, None, None,
                                                    inputs.get("mm_encoder_outputs"))
-        local = local_image_mask(llava, list(encoded.pooler_output) if encoded is not None else [], image_mask)
+        keys = image_key_mask(llava, list(encoded.pooler_output) if encoded is not None else [], image_mask)
         queries = training_query_mask(inputs["labels"]) & mask
-        target = teacher_attention(llava.model.language_model, embeds, mask, local, queries, module.distill_layers)
-    student, valid = focus_attention(module, embeds.detach(), mask, local, module.focus_layer, queries)
-    return attention_kl(target, student, mask & local, valid)
+        target = teacher_attention(llava.model.language_model, embeds, mask, keys, queries, module.distill_layers)
+    student, valid = focus_attention(module, embeds.detach(), mask, keys, module.focus_layer, queries)
+    return attention_kl(target, student, mask & keys, valid)
 
 
 # --------------------------------------------------------------------------------------------- training setup
 def default_distill_layers(num_layers: int, focus_layer: int) -> list[int]:
-    """Every LLM layer after the module's scoring layer (that one alone when it is the last)."""
-    return list(range(focus_layer + 1, num_layers)) or [focus_layer]
+    """The module's scoring layer ``focus_layer`` and every deeper layer of the LLM."""
+    return list(range(focus_layer, num_layers))
 
 
 def parse_distill_layers(text: str | None, num_layers: int, focus_layer: int) -> list[int]:
@@ -160,5 +159,5 @@ def _refuse_conflicts(model, args) -> None:
                          "the DDP forward): add --deepspeed configs/deepspeed/zero2.json")
 
 
-__all__ = ["attention_kl", "default_distill_layers", "distillation_loss", "local_image_mask", "parse_distill_layers",
+__all__ = ["attention_kl", "default_distill_layers", "distillation_loss", "image_key_mask", "parse_distill_layers",
            "setup_focus_training", "teacher_attention"]

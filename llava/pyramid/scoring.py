@@ -45,7 +45,15 @@ def random_focus_scores(config: CoarseToFineConfig, attention_mask: torch.Tensor
             the real tokens, not on padding).
         tile_pixels: per sample its ``(k, 3, T, T)`` tiles being scored: their bits key the draws.
     """
-    keys = torch.stack([random_keys(pixels.reshape(1, -1, pixels.shape[-1]),
-                                    torch.ones(1, pixels.numel() // pixels.shape[-1], dtype=torch.bool))[0]
-                        for pixels in tile_pixels])
+    keys = torch.stack([tiles_key(pixels) for pixels in tile_pixels])
     return random_scores(keys.to(attention_mask.device), attention_mask.bool(), config.focus_seed, boundary=0)
+
+
+def tiles_key(pixels: torch.Tensor) -> torch.Tensor:
+    """An int64 key of ``(k, 3, T, T)`` tiles: each tile's bits hashed (:func:`random_keys`, one tile at a time, so
+    the hash's int64 copies stay small), combined in order with odd multipliers (integer arithmetic wraps)."""
+    key = torch.zeros((), dtype=torch.long)
+    for index, tile in enumerate(pixels):
+        rows = tile.reshape(1, -1, tile.shape[-1])
+        key = key + random_keys(rows, torch.ones(rows.shape[:2], dtype=torch.bool))[0] * (2 * index + 1)
+    return key

@@ -96,7 +96,7 @@ class TrainingArguments(transformers.TrainingArguments):
         "initialised from the LLM's layers 0 .. N.")})
     focus_distill_layers: str | None = field(default=None, metadata={"help": (
         "JSON list of the LLM's layers (0-based) whose attention the module learns, averaged, e.g. '[8,12,16]'; "
-        "default: every layer after the module's scoring layer.")})
+        "default: the module's scoring layer (focus_module_layers) and every deeper one.")})
 
     def __post_init__(self):
         if self.global_batch_size is not None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llava.pyramid import coarse_to_fine, coarse_to_fine_batch
-from llava.pyramid.distill import attention_kl, distillation_loss, local_image_mask, parse_distill_layers
+from llava.pyramid.distill import attention_kl, distillation_loss, image_key_mask, parse_distill_layers
 from llava.pyramid.focus import focus_scores
 from llava.pyramid.focus_module import (FOCUS_MODULE_FILE, RegionFocusModule, attach_focus_module, focus_module_of,
                                         load_focus_module, save_focus_module)
@@ -56,20 +56,19 @@ def test_kl_gradient_reaches_the_student_only_and_an_empty_batch_is_zero():
     assert nothing == 0 and nothing.requires_grad  # still a graph: every rank runs the same backward
 
 
-def test_local_tokens_leave_out_the_base_image_and_the_newlines(model):
+def test_distillation_keys_are_the_image_tokens_but_the_newlines(model):
     newline = model.model.image_newline.detach()
     d = newline.shape[0]
-    base = torch.randn(16, d)  # 28 / 7 = 4: a 4 x 4 base image
     crop_rows = [torch.cat([torch.randn(3, d), newline[None]]) for _ in range(2)]  # two rows of 3 tokens + newline
-    several_crops = torch.cat([base, *crop_rows])
-    one_crop = torch.cat([torch.randn(16, d), newline[None]])  # a single crop: no base image
+    several_crops = torch.cat([torch.randn(16, d), *crop_rows])  # the 4 x 4 base image, then the crops
+    one_crop = torch.cat([torch.randn(16, d), newline[None]])
     image_mask = torch.zeros(2, 40, dtype=torch.bool)
     image_mask[0, 2:2 + 24], image_mask[1, 5:5 + 17] = True, True
-    local = local_image_mask(model, [several_crops, one_crop], image_mask)
-    expected = torch.zeros(2, 40, dtype=torch.bool)
-    expected[0, [18, 19, 20, 22, 23, 24]] = True  # after the 16 base tokens, newlines at 21 and 25
-    expected[1, 5:21] = True
-    assert torch.equal(local, expected)
+    keys = image_key_mask(model, [several_crops, one_crop], image_mask)
+    expected = image_mask.clone()
+    expected[0, [21, 25]] = False  # the newlines after each crop row
+    expected[1, 21] = False
+    assert torch.equal(keys, expected)
 
 
 def distill_batch(model, processor):
@@ -104,7 +103,7 @@ def test_distillation_from_the_module_s_own_scoring_layer_starts_at_zero(model):
 
 
 def test_distill_layers_default_and_errors():
-    assert parse_distill_layers(None, 4, 1) == [2, 3] and parse_distill_layers("[3, 0]", 4, 1) == [0, 3]
+    assert parse_distill_layers(None, 4, 1) == [1, 2, 3] and parse_distill_layers("[3, 0]", 4, 1) == [0, 3]
     assert parse_distill_layers(None, 4, 3) == [3]  # the module is as deep as the LLM allows
     for text, message in (("[4]", "layers are 0 .. 3"), ("[1, 1]", "each once"), ("x", "not a JSON list"),
                           ("[]", "non-empty")):
