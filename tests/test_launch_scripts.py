@@ -50,6 +50,14 @@ def is_tiny(path: Path) -> bool:
     return path.name.startswith("tiny-")
 
 
+def is_cpu_preset(path: Path) -> bool:
+    """The tiny presets and the demos' presets: CPU runs of small models, 2 processes (not 7B on GPU nodes)."""
+    return bool(json.loads(path.read_text()).get("use_cpu"))
+
+
+OUTPUT_ROOTS = ("checkpoints/", "playground/demo/", "playground/huge-demo/")  # folders .gitignore keeps out
+
+
 # --------------------------------------------------------------------------- train configs
 
 @pytest.fixture
@@ -82,13 +90,15 @@ def test_train_config_parses(path, no_world):
     assert train_args.gradient_accumulation_steps == raw["global_batch_size"] // raw["per_device_train_batch_size"]
     assert raw["global_batch_size"] % raw["per_device_train_batch_size"] == 0
     assert (ROOT / raw["deepspeed"]).is_file()
-    assert raw["output_dir"].startswith("checkpoints/")
-    load_schedule(model_args.pdrop_schedule).validate_for(TINY_LAYERS if is_tiny(path) else LLAVA_7B_LAYERS)
+    assert raw["output_dir"].startswith(OUTPUT_ROOTS)
+    if model_args.pdrop_schedule is not None:  # the demos name theirs on the command line
+        load_schedule(model_args.pdrop_schedule).validate_for(TINY_LAYERS if is_cpu_preset(path) else LLAVA_7B_LAYERS)
     anyres = data_args.image_aspect_ratio == "anyres"
-    assert anyres == (model_args.mm_patch_merge_type == "spatial_unpad") == (model_args.image_grid_pinpoints is not None)
-    if anyres:
-        pinpoints = json.loads(model_args.image_grid_pinpoints)
-        assert pinpoints and all(len(p) == 2 for p in pinpoints)
+    if "vision_tower" in raw:  # built from parts (a LLaVA checkpoint, as the huge demo's focus stage, brings its grid)
+        assert anyres == (model_args.mm_patch_merge_type == "spatial_unpad") == (model_args.image_grid_pinpoints is not None)
+        if anyres:
+            pinpoints = json.loads(model_args.image_grid_pinpoints)
+            assert pinpoints and all(len(p) == 2 for p in pinpoints)
     assert (data_args.version == "plain") == train_args.tune_mm_mlp_adapter
     del model_args, data_args, train_args
 
@@ -113,7 +123,14 @@ def accumulation(raw: dict, world: int) -> int:
     return raw["global_batch_size"] // per_step
 
 
-@pytest.mark.parametrize("path", [p for p in TRAIN_CONFIGS if not is_tiny(p)], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in TRAIN_CONFIGS if is_cpu_preset(p)], ids=lambda p: p.stem)
+def test_cpu_config_divides_on_two_processes(path):
+    raw = json.loads(path.read_text())
+    assert raw["use_cpu"] and not raw["bf16"] and raw["report_to"] == "none"
+    assert accumulation(raw, world=2) * 2 * raw["per_device_train_batch_size"] == raw["global_batch_size"]
+
+
+@pytest.mark.parametrize("path", [p for p in TRAIN_CONFIGS if not is_cpu_preset(p)], ids=lambda p: p.stem)
 @pytest.mark.parametrize("world", TOPOLOGIES_7B)
 def test_7b_config_divides_on_one_and_two_nodes(path, world):
     raw = json.loads(path.read_text())

@@ -1,11 +1,12 @@
 """Peak memory of one piece of work, measured in a forked process (Linux).
 
-``peak_rss_growth_mb(fn)`` forks; the child resets its resident-memory high-water mark (``5`` into
-``/proc/self/clear_refs``), runs ``fn()`` and reports ``VmHWM - VmRSS`` measured before the run: the
-memory the work itself needed on top of what the process already held (the loaded model, shared
-copy-on-write with the parent). A child starts from the parent's state, so works measured one after
-the other do not see each other's freed-but-kept allocator pages. None where this cannot be measured
-(no ``fork``, no ``/proc``, or the work failed in the child).
+``peak_rss_growth_mb(fn)`` forks; the child runs ``fn()`` once to warm up (a new process pays one-time
+initialisation on its first torch operations, ~50 MB here, which is not the work's), returns the heap's
+free pages (glibc ``malloc_trim``: the measured run cannot reuse pages the warm-up freed), resets its
+resident-memory high-water mark (``5`` into ``/proc/self/clear_refs``), runs ``fn()`` again and reports
+``VmHWM - VmRSS`` measured just before: the memory the work needs on top of what the process held (the
+loaded model, shared copy-on-write with the parent). Repeated measurements agree within a few MB. None
+where this cannot be measured (no ``fork``, no ``/proc``, or the work failed in the child).
 
 Example::
 
@@ -14,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import signal
@@ -32,14 +34,25 @@ def _status_kib(field: str) -> int:
 
 
 def _measure(fn: Callable[[], object]) -> float:
+    fn()  # warm-up: the first run of a new process
+    _trim_heap()
     (PROC / "clear_refs").write_text("5")  # VmHWM := VmRSS
     before = _status_kib("VmRSS")
     fn()
     return (_status_kib("VmHWM") - before) / 1024
 
 
+def _trim_heap() -> None:
+    """Give the heap's free pages back (glibc ``malloc_trim``), so the work cannot reuse resident pages the
+    parent had freed: its growth then counts what it needs, not what happened to be left over."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_rss_growth_mb(fn: Callable[[], object], timeout: float = 900.0) -> float | None:
-    """Peak resident-memory growth in MB while ``fn()`` runs in a forked child (module docstring).
+    """Peak resident-memory growth in MB while ``fn()`` runs (a second time) in a forked child (module docstring).
 
     The child runs torch on one thread: OpenMP's thread pool does not survive ``fork`` (a parallel region
     in the child can wait forever for the parent's threads). A child still running after ``timeout``
