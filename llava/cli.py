@@ -89,6 +89,12 @@ class ArgumentParser(OneLineErrors, argparse.ArgumentParser):
             self.error(unknown_flags_message(unknown, self.known_flags()))
         return parsed
 
+    def require_positive(self, args: argparse.Namespace, *names: str) -> None:
+        """Refuse (one line, exit 2) any of the integer flags ``names`` below 1."""
+        for name in names:
+            if getattr(args, name) < 1:
+                self.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+
     def known_flags(self) -> list[str]:
         """Every ``--flag`` this parser takes (hidden ones included)."""
         return [option for action in self._actions for option in action.option_strings if option.startswith("--")]

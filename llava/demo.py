@@ -1,166 +1,485 @@
-"""The embedded demo: train a tiny LLaVA on a synthetic VQA task on CPU, then compare the drops.
+"""The embedded demo: train a small LLaVA on a synthetic VQA task on CPU, then compare the drops.
 
-What it does (about 10 minutes on 2 CPU cores, seeded):
+What it does (about 8 minutes on 2 CPU cores; seeded, one thread per process, MKL, oneDNN and ATen kernels at
+the AVX2 level: the same table on any x86 CPU with AVX2):
 
-1. writes the synthetic task (``playground/tiny``: three shapes per picture, the question
-   names the one coloured object, "What color is the triangle?");
+1. writes the task (``<out>/assets``; :class:`llava.data.synthetic.DemoTask`): 56 px pictures with a
+   shape in each quadrant, each in another colour, and questions that say which part of the picture
+   holds the answer: "Where is the red shape?" -> "top left", "What color is the shape in the top
+   left?" -> "red". A 4-layer Llama (hidden 128) and a small CLIP (64 image tokens; random weights,
+   its patch embeddings made to read colour and grid cell, as a pretrained encoder's would) from
+   ``configs/models/demo-llava.json``;
 2. trains through the real scripts (``scripts/pretrain_pdrop.sh``, ``scripts/finetune_pdrop.sh``,
-   DeepSpeed on 2 CPU processes): one projector pretraining (no drop), then two finetunes, without
-   and with PyramidDrop;
-3. answers the held-out questions with five settings at (nearly) equal image-token FLOPs:
-   no drop, PyramidDrop-trained, PyramidDrop training-free, FastV and random dropping;
-4. prints one table (accuracy, language-model FLOPs of the whole prompt, the FLOPs ratio over the
-   prompt and over the image tokens alone, the paper's count) and writes ``results.json`` and
-   ``kept_tokens.png`` (the tokens each stage kept, for one question) under ``--out``.
+   DeepSpeed on 2 CPU processes, ``configs/train/demo-*.json``): the projector, then two finetunes,
+   without and with PyramidDrop (``configs/schedules/demo.json``), each with a progress bar;
+3. answers held-out questions (3 evaluation seeds: other pictures, other random drops) with no
+   drop, PyramidDrop trained, PyramidDrop training-free, FastV at equal image-token FLOPs and random
+   dropping, next to the chance and majority-answer baselines; flags settings whose answers
+   collapse to one class;
+4. prints one table (accuracy mean and spread over the seeds, per question kind, FLOPs ratios) and
+   writes ``results.json`` and ``kept_tokens.png`` (what each stage kept for one question) to ``--out``.
 
-The numbers are whatever this run measured: a 1M-parameter model on a toy task, not the paper's.
+A run folder is reused only when it was trained with the same settings (a hash stored in it);
+otherwise it is trained again, and the demo says which.
 
 Launch::
 
     python -m llava.demo
-    python -m llava.demo --out playground/demo --finetune_steps 300 --gpus 1
+    python -m llava.demo --out playground/demo --finetune_steps 1200 --eval_seeds 5
+    bash scripts/demo.sh --gpus 1
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
+
+# The same floating-point results on any x86 CPU with AVX2, whatever wider units it has: MKL's conditional
+# numerical reproducibility, oneDNN's and ATen's kernels at the AVX2 level. Read when torch first computes,
+# so set before torch is imported here; the training processes get them from fix_determinism's environment.
+REPRODUCIBLE_KERNELS = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+for _name, _value in REPRODUCIBLE_KERNELS.items():
+    os.environ.setdefault(_name, _value)
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import socket
+import statistics
 import subprocess
 import sys
-from dataclasses import replace
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from .bench.flops import llm_flops
-from .data.synthetic import make_tiny_assets
+from .cli import ArgumentParser, cli_main
+from .data.synthetic import DEMO_DATA_VERSION, DemoTask, demo_answers, demo_kind, make_demo_eval, make_demo_models, make_demo_train
 from .data.templates import build_prompt
-from .eval.pictures import kept_token_picture
+from .eval.pictures import generate_answer, kept_token_picture, picture_header, processed_inputs
 from .eval.run import Answerer
 from .model.builder import load_llava
-from .paths import load_schedule
+from .paths import CONFIGS_DIR, load_model_preset, load_schedule
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "playground" / "tiny"
+PRESET, SCHEDULE = "demo-llava", "demo"
+TRAIN_CONFIGS = {"pretrain": "demo-pretrain", "finetune": "demo-finetune"}
+INPUT_PATHS = ("MODEL_NAME_OR_PATH", "VISION_TOWER", "DATA_PATH", "IMAGE_FOLDER", "PRETRAIN_MM_MLP_ADAPTER")
+STAMP = "demo_settings.json"  # in every folder the demo writes: the settings it was made with and their hash
+COLLAPSE_SHARE = 0.9  # a setting whose most common answer to one question kind reaches this share "collapsed"
+MAX_ANSWER_TOKENS = 6  # the longest answer is two words
+THREADS = 1  # per process, training and evaluation alike: fixes the order of every floating-point sum
 
 
-def train(out: Path, args) -> dict[str, Path]:
-    """Pretrain once (no drop), finetune twice (no drop / PyramidDrop) through the scripts."""
-    runs = {"pretrain": out / "pretrain", "nodrop": out / "finetune-nodrop", "pdrop": out / "finetune-pdrop"}
-    common = {"GPUS": str(args.gpus), "PYTHON": sys.executable}
-    _script("pretrain_pdrop.sh", "tiny-pretrain", runs["pretrain"], common,
-            "--no_pdrop", "--max_steps", str(args.pretrain_steps), "--save_steps", str(args.pretrain_steps))
-    adapter = {"PRETRAIN_MM_MLP_ADAPTER": str(runs["pretrain"] / "mm_projector.bin")}
-    finetune = ["--max_steps", str(args.finetune_steps), "--save_steps", str(args.finetune_steps),
-                "--learning_rate", str(args.learning_rate), "--seed", str(args.seed)]
-    _script("finetune_pdrop.sh", "tiny-finetune", runs["nodrop"], {**common, **adapter}, "--no_pdrop", *finetune)
-    _script("finetune_pdrop.sh", "tiny-finetune", runs["pdrop"], {**common, **adapter}, *finetune)
-    return runs
+# --------------------------------------------------------------------------- settings and determinism
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser("llava.demo", description="Train a small LLaVA on a synthetic VQA task and compare token drops.")
+    parser.add_argument("--out", type=Path, default=REPO / "playground" / "demo", help="assets, runs, results.json, PNG")
+    parser.add_argument("--pretrain_steps", type=int, help="default: configs/train/demo-pretrain.json")
+    parser.add_argument("--finetune_steps", type=int, help="default: configs/train/demo-finetune.json")
+    parser.add_argument("--learning_rate", type=float, help="finetuning; default: configs/train/demo-finetune.json")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (weights, data order, training pictures)")
+    parser.add_argument("--eval_seeds", type=int, default=3, help="evaluation seeds 0..N-1 (pictures, random drops)")
+    parser.add_argument("--num_eval", type=int, default=DemoTask.num_eval, help="questions per evaluation seed")
+    parser.add_argument("--num_train", type=int, default=DemoTask.num_train, help="training pictures")
+    parser.add_argument("--gpus", type=int, default=2, help="training processes per run (CPU: gloo)")
+    parser.add_argument("--batch_size", type=int, default=50, help="evaluation batch size")
+    args = parser.parse_args(argv)
+    parser.require_positive(args, "eval_seeds", "num_eval", "num_train", "gpus", "batch_size")
+    return args
 
 
-def _script(script: str, config: str, output_dir: Path, env: dict, *flags: str) -> None:
-    if (output_dir / "config.json").is_file():
-        print(f"[demo] {output_dir} exists, reusing it")
-        return
-    environment = {**os.environ, **env, "CONFIG": f"configs/train/{config}.json", "OUTPUT_DIR": str(output_dir)}
-    print(f"[demo] bash scripts/{script} ({config}) -> {output_dir}", flush=True)
-    done = subprocess.run(["bash", f"scripts/{script}", *flags], cwd=REPO, env=environment,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode:
-        raise SystemExit(f"[demo] scripts/{script} failed:\n{done.stdout[-4000:]}")
+def fix_determinism(seed: int) -> dict[str, str]:
+    """Seed this process, one thread, deterministic kernels; the environment the training processes get."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    return {"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS), "PYTHONHASHSEED": str(seed),
+            "TOKENIZERS_PARALLELISM": "false", **{k: os.environ[k] for k in REPRODUCIBLE_KERNELS}}
 
 
-def settings(schedule, num_layers: int) -> list[tuple[str, str, object]]:
-    """(name, which finetune, schedule) of the five rows; FastV gets the schedule's image-token FLOPs."""
+def digest(settings: dict) -> str:
+    """A stable hash of JSON-able ``settings``."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_stamp(folder: Path) -> str | None:
+    """The settings hash stored in ``folder`` by :func:`write_stamp` (None when absent or unreadable)."""
+    try:
+        return json.loads((folder / STAMP).read_text())["hash"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_stamp(folder: Path, settings: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STAMP).write_text(json.dumps({"hash": digest(settings), "settings": settings}, indent=1))
+
+
+def clear_if_changed(folder: Path, settings: dict, what: str) -> bool:
+    """True when ``folder`` holds ``what`` made with ``settings``; otherwise remove it (saying why) and False."""
+    stored = read_stamp(folder)
+    if stored == digest(settings):
+        return True
+    if folder.exists():
+        reason = "no settings hash in it" if stored is None else f"settings changed ({stored} -> {digest(settings)})"
+        print(f"[demo] {what}: {folder} was made with other settings ({reason}): making it again", flush=True)
+        shutil.rmtree(folder)
+    return False
+
+
+# --------------------------------------------------------------------------- assets
+def prepare_assets(root: Path, task: DemoTask, seed: int, eval_seeds: int) -> dict:
+    """The demo's models, training data and evaluation sets under ``root`` (made again if the settings changed)."""
+    preset = load_model_preset(PRESET)
+    training_task = {k: v for k, v in task.to_dict().items() if k != "num_eval"}  # evaluation sets are checked below
+    settings = {"task": training_task, "preset": preset, "seed": seed, "version": DEMO_DATA_VERSION}
+    if not (clear_if_changed(root, settings, "assets") and (root / "data" / "finetune.json").is_file()):
+        make_demo_models(root, preset, seed)
+        make_demo_train(root / "data", task, seed)
+        write_stamp(root, settings)
+    evals = []
+    for s in range(eval_seeds):
+        path = root / "data" / f"eval-{s}.json"
+        evals.append(path if _holds(path, task.num_eval) else make_demo_eval(root / "data", task, s))
+    return {"root": root, "llm": root / "llm", "vision": root / "vision", "data": root / "data",
+            "images": root / "data" / "images", "evals": evals, "hash": digest(settings)}
+
+
+def _holds(path: Path, count: int) -> bool:
+    """Whether ``path`` is an evaluation set of ``count`` questions (one made with another --num_eval is not)."""
+    try:
+        return len(json.loads(path.read_text())) == count
+    except (OSError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class Run:
+    """One training run through a launch script."""
+
+    name: str
+    script: str
+    config: str
+    output_dir: Path
+    env: dict[str, str]
+    flags: list[str] = field(default_factory=list)
+    after: str = ""  # the hash of the run this one starts from
+
+    def settings(self) -> dict:
+        """What decides the trained weights: the config file, the flags, the inputs (paths relative to the
+        demo's folder, so a moved folder is still reused), the process count, the run it starts from."""
+        config = json.loads((CONFIGS_DIR / "train" / f"{self.config}.json").read_text())
+        root = self.output_dir.parent
+        inputs = {k: str(Path(v).relative_to(root)) for k, v in self.env.items() if k in INPUT_PATHS}
+        return {"script": self.script, "config": config, "flags": self.flags, "after": self.after,
+                "inputs": inputs, "gpus": self.env.get("GPUS")}
+
+    def max_steps(self) -> int:
+        config = json.loads((CONFIGS_DIR / "train" / f"{self.config}.json").read_text())
+        return int(_flag(self.flags, "--max_steps", config["max_steps"]))
+
+    def logging_steps(self) -> int:
+        config = json.loads((CONFIGS_DIR / "train" / f"{self.config}.json").read_text())
+        return int(_flag(self.flags, "--logging_steps", config.get("logging_steps", 1)))
+
+
+def _flag(flags: list[str], name: str, default):
+    return flags[flags.index(name) + 1] if name in flags else default
+
+
+def training_runs(out: Path, assets: dict, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Run]:
+    """Pretrain the projector once (no drop), then finetune twice from it: without and with PyramidDrop."""
+    common = {**env, "GPUS": str(args.gpus), "PYTHON": sys.executable, "MODEL_NAME_OR_PATH": str(assets["llm"]),
+              "VISION_TOWER": str(assets["vision"]), "IMAGE_FOLDER": str(assets["images"])}
+    seed = ["--seed", str(args.seed)]
+    pre = ["--no_pdrop", *seed] + (["--max_steps", str(args.pretrain_steps)] if args.pretrain_steps else [])
+    pretrain = Run("pretrain", "pretrain_pdrop.sh", TRAIN_CONFIGS["pretrain"], out / "pretrain",
+                   {**common, "DATA_PATH": str(assets["data"] / "pretrain.json")}, pre, after=assets["hash"])
+    tune = [*seed] + (["--max_steps", str(args.finetune_steps)] if args.finetune_steps else [])
+    tune += ["--learning_rate", str(args.learning_rate)] if args.learning_rate else []
+    finetune_env = {**common, "DATA_PATH": str(assets["data"] / "finetune.json"),
+                    "PRETRAIN_MM_MLP_ADAPTER": str(pretrain.output_dir / "mm_projector.bin")}
+    after = digest(pretrain.settings())
+    return {
+        "pretrain": pretrain,
+        "nodrop": Run("finetune, no drop", "finetune_pdrop.sh", TRAIN_CONFIGS["finetune"], out / "finetune-nodrop",
+                      finetune_env, ["--no_pdrop", *tune], after),
+        "pdrop": Run("finetune, PyramidDrop", "finetune_pdrop.sh", TRAIN_CONFIGS["finetune"], out / "finetune-pdrop",
+                     finetune_env, ["--pdrop_schedule", SCHEDULE, *tune], after),
+    }
+
+
+def ensure_trained(run: Run) -> str:
+    """Train ``run`` unless its folder holds a finished run with the same settings; returns what happened."""
+    settings = run.settings()
+    if clear_if_changed(run.output_dir, settings, run.name) and (run.output_dir / "config.json").is_file():
+        print(f"[demo] {run.name}: reusing {run.output_dir} (trained with the same settings, {digest(settings)})",
+              flush=True)
+        return "reused"
+    resumed = run.output_dir.exists()
+    if resumed:
+        print(f"[demo] {run.name}: {run.output_dir} is an unfinished run with the same settings: resuming", flush=True)
+    write_stamp(run.output_dir, settings)
+    launch(run)
+    return "resumed" if resumed else "trained"
+
+
+LOSS = re.compile(r"'loss': '?([0-9.eE+-]+|nan|inf)'?")
+
+
+def launch(run: Run) -> None:
+    """``bash scripts/<script>`` with a progress bar (step, loss, ETA) read from the trainer's log lines.
+
+    Everything the script prints goes to ``<run>/train.log``; its end is shown if the script fails.
+    """
+    env = {**os.environ, **run.env, "CONFIG": f"configs/train/{run.config}.json", "OUTPUT_DIR": str(run.output_dir),
+           "PYTHONUNBUFFERED": "1"}  # log lines as they happen, for the progress bar
+    env.setdefault("MASTER_PORT", str(free_port()))  # two demos (or a demo and a test) at once do not collide
+    log_path = run.output_dir / "train.log"
+    total, every = run.max_steps(), run.logging_steps()
+    print(f"[demo] {run.name}: bash scripts/{run.script} ({run.config}, {total} steps) -> {run.output_dir}", flush=True)
+    bar = progress_bar(total, f"[demo] {run.name}")
+    with log_path.open("w") as log, subprocess.Popen(
+            ["bash", f"scripts/{run.script}", "--disable_tqdm", "true", *run.flags], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:
+            log.write(line)
+            loss = logged_loss(line)
+            if loss is not None:  # one logging interval done
+                bar.set_postfix_str(f"loss {loss:.3f}")
+                bar.update(min(every, total - bar.n))
+    bar.close()
+    if process.returncode:
+        raise SystemExit(f"[demo] scripts/{run.script} failed (exit {process.returncode}); the end of {log_path}:\n"
+                         + log_path.read_text()[-4000:])
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for the launch's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def progress_bar(total: int, desc: str):
+    """tqdm's bar on a terminal; in a log (CI, a pipe) one plain line about every 10 % instead of redrawing."""
+    from tqdm import tqdm
+
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True,
+                    bar_format="{desc}: {n_fmt}/{total_fmt} steps |{bar:20}| {elapsed}<{remaining}{postfix}")
+    return LineProgress(total, desc)
+
+
+class LineProgress:
+    """The part of tqdm's interface :func:`launch` uses, printing ``desc: n/total steps, loss, elapsed, ETA`` lines."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n, self.postfix, self.started, self.shown = total, desc, 0, "", time.time(), 0
+
+    def update(self, k: int) -> None:
+        self.n += k
+        if self.n - self.shown >= max(1, self.total // 10) or self.n >= self.total:
+            self.shown = self.n
+            elapsed = time.time() - self.started
+            left = elapsed / self.n * (self.total - self.n) if self.n else 0.0
+            print(f"{self.desc}: {self.n}/{self.total} steps, {elapsed:.0f} s elapsed, about {left:.0f} s left"
+                  f"{', ' + self.postfix if self.postfix else ''}", flush=True)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def close(self) -> None:
+        pass
+
+
+def logged_loss(line: str) -> float | None:
+    """The loss of a trainer log line (``{'loss': '0.657', 'grad_norm': ...}``); None for any other line."""
+    match = LOSS.search(line)
+    return None if match is None or "train_loss" in line else float(match.group(1))
+
+
+# --------------------------------------------------------------------------- evaluation
+def settings_rows(schedule, num_layers: int, seed: int) -> list[tuple[str, str, object]]:
+    """(name, which finetune, schedule) of the model rows; FastV gets the schedule's image-token FLOPs."""
     return [
         ("no drop", "nodrop", None),
         ("PyramidDrop (trained)", "pdrop", schedule),
         ("PyramidDrop (training-free)", "nodrop", schedule),
         ("FastV K=1 (equal FLOPs)", "nodrop", schedule.fastv_at_equal_flops(num_layers, k=1)),
-        ("random (same schedule)", "nodrop", replace(schedule, method="random")),
+        ("random (same schedule)", "nodrop", replace(schedule, method="random", seed=seed)),
     ]
 
 
-def evaluate(model, processor, questions: list[dict], batch_size: int) -> tuple[float, float, float]:
-    """Accuracy (% exact one-word answers) and the mean prompt's text and image tokens."""
-    answerer = Answerer(model, processor, "vicuna_v1", str(TINY / "data" / "images"), "pad")
-    correct, text_tokens, image_tokens = 0, 0, 0
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start:start + batch_size]
-        prompts = [answerer.prompt({"question_id": q["id"], "image": q["image"], "text": q["question"]}) for q in chunk]
-        answers = answerer.answer(prompts, max_new_tokens=3, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
-        for q, prompt, answer in zip(chunk, prompts, answers):
-            correct += answer.lower().strip(" .").split(" ")[0] == q["answer"]
-            images = prompt.input_ids.count(model.config.image_token_id)
-            image_tokens, text_tokens = image_tokens + images, text_tokens + len(prompt.input_ids) - images
-    return 100.0 * correct / len(questions), text_tokens / len(questions), image_tokens / len(questions)
+def stop_ids(model, processor) -> list[int]:
+    """Where an answer ends: any special token but padding and ``<image>`` (``</s>``, chatml's ``<|im_end|>``...)."""
+    tokenizer = processor.tokenizer
+    special = [i for i, token in tokenizer.added_tokens_decoder.items() if token.special]
+    return sorted(set(special) - {tokenizer.pad_token_id, model.config.image_token_id})
 
 
-def compare(runs: dict[str, Path], questions: list[dict], args) -> list[dict]:
-    schedule = load_schedule("tiny")
-    models = {name: load_llava(str(runs[name]), attn_implementation="eager") for name in ("nodrop", "pdrop")}
+def template() -> str:
+    """The conversation template the demo finetunes with (its config's ``version``), used to ask the questions."""
+    return json.loads((CONFIGS_DIR / "train" / f"{TRAIN_CONFIGS['finetune']}.json").read_text())["version"]
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().replace(".", " ").split())
+
+
+def answer_questions(model, processor, questions: list[dict], image_folder: Path, batch_size: int) -> tuple[list[str], float, float]:
+    """Greedy answers, and the mean prompt's text and image tokens."""
+    answerer = Answerer(model, processor, template(), str(image_folder), "pad")
+    prompts = [answerer.prompt({"question_id": q["id"], "image": q["image"], "text": q["question"]}) for q in questions]
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        answers += answerer.answer(prompts[start:start + batch_size], max_new_tokens=MAX_ANSWER_TOKENS, do_sample=False,
+                                   pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=stop_ids(model, processor))
+    image_id = model.config.image_token_id
+    images = sum(p.input_ids.count(image_id) for p in prompts) / len(prompts)
+    text = sum(len(p.input_ids) for p in prompts) / len(prompts) - images
+    return [normalise(a) for a in answers], text, images
+
+
+def score(answers: list[str], questions: list[dict]) -> dict:
+    """Accuracy (%, exact answer), per question kind, and which kinds' answers collapsed to one class."""
+    kinds = sorted({q["kind"] for q in questions})
+    result = {"accuracy": 100.0 * sum(a == q["answer"] for a, q in zip(answers, questions)) / len(questions),
+              "by_kind": {}, "collapsed": {}}
+    for kind in kinds:
+        said = [a for a, q in zip(answers, questions) if q["kind"] == kind]
+        right = [a == q["answer"] for a, q in zip(answers, questions) if q["kind"] == kind]
+        result["by_kind"][kind] = 100.0 * sum(right) / len(right)
+        common, count = Counter(said).most_common(1)[0]
+        if count >= COLLAPSE_SHARE * len(said):
+            result["collapsed"][kind] = {"answer": common, "share": round(count / len(said), 3)}
+    return result
+
+
+def baseline_rows(train_path: Path, evals: list[list[dict]]) -> list[dict]:
+    """Chance (uniform over a kind's possible answers) and the majority answer of each kind in training."""
+    answers_of = demo_answers()
+    counts: dict[str, Counter] = {}
+    for record in json.loads(train_path.read_text()):
+        turns = record["conversations"]
+        for question, answer in zip(turns[::2], turns[1::2]):
+            counts.setdefault(demo_kind(question["value"]), Counter())[answer["value"]] += 1
+    majority = {kind: c.most_common(1)[0][0] for kind, c in counts.items()}
+    chance = [{"accuracy": 100.0 * sum(1 / len(answers_of[q["kind"]]) for q in qs) / len(qs),
+               "by_kind": {k: 100.0 / len(answers_of[k]) for k in sorted({q["kind"] for q in qs})}, "collapsed": {}}
+              for qs in evals]
+    always = [score([majority[q["kind"]] for q in qs], qs) for qs in evals]
+    note = "always " + ", ".join(f"{majority[k]!r}" for k in sorted(majority))
+    return [summarise("chance", None, None, chance, ""), summarise("majority answer", None, None, always, note)]
+
+
+def summarise(name: str, which: str | None, schedule, scores: list[dict], note: str = "") -> dict:
+    """One table row: mean and spread (sample standard deviation) over the evaluation seeds."""
+    accuracies = [s["accuracy"] for s in scores]
+    collapsed = sorted({f"{k}: {c['answer']!r} x{c['share']:.0%}" for s in scores for k, c in s["collapsed"].items()})
+    return {"setting": name, "model": which, "schedule": None if schedule is None else schedule.to_dict(),
+            "accuracy": round(statistics.fmean(accuracies), 2),
+            "spread": round(statistics.stdev(accuracies), 2) if len(accuracies) > 1 else 0.0,
+            "per_seed": [round(a, 2) for a in accuracies],
+            "by_kind": {k: round(statistics.fmean(s["by_kind"][k] for s in scores), 2) for k in scores[0]["by_kind"]},
+            "collapsed": collapsed, "note": note or ("collapsed to one answer: " + "; ".join(collapsed) if collapsed else "")}
+
+
+def model_rows(runs: dict[str, Run], evals: list[list[dict]], image_folder: Path, batch_size: int) -> list[dict]:
+    """The five model settings on every evaluation set, with their FLOPs ratios."""
+    models = {name: load_llava(str(runs[name].output_dir), attn_implementation="eager") for name in ("nodrop", "pdrop")}
     config = models["nodrop"][0].config.get_text_config()
     shape = (config.num_hidden_layers, config.hidden_size, config.intermediate_size)
+    schedule = load_schedule(SCHEDULE)
     rows = []
-    for name, which, sched in settings(schedule, config.num_hidden_layers):
+    for index, (name, which, _) in enumerate(settings_rows(schedule, config.num_hidden_layers, 0)):
         model, processor = models[which]
-        model.set_pdrop_config(sched)
-        accuracy, text, images = evaluate(model, processor, questions, args.batch_size)
-        flops = llm_flops(*shape, image_tokens=round(images), text_tokens=round(text), schedule=sched)
-        image_flops = llm_flops(*shape, image_tokens=round(images), text_tokens=0, schedule=sched)  # the paper's count
-        rows.append({"setting": name, "model": which, "schedule": None if sched is None else sched.to_dict(),
-                     "accuracy": round(accuracy, 1), "llm_mflops": round(flops / 1e6, 2), "image_mflops": image_flops / 1e6})
+        scores, sizes = [], []
+        for seed, questions in enumerate(evals):
+            chosen = settings_rows(schedule, config.num_hidden_layers, seed)[index][2]
+            model.set_pdrop_config(chosen)
+            answers, text, images = answer_questions(model, processor, questions, image_folder, batch_size)
+            scores.append(score(answers, questions))
+            sizes.append((text, images))
+        row = summarise(name, which, chosen, scores)
+        text, images = (round(statistics.fmean(v)) for v in zip(*sizes))
+        row["llm_mflops"] = llm_flops(*shape, image_tokens=images, text_tokens=text, schedule=chosen) / 1e6
+        row["image_mflops"] = llm_flops(*shape, image_tokens=images, text_tokens=0, schedule=chosen) / 1e6
+        rows.append(row)
     base, image_base = rows[0]["llm_mflops"], rows[0]["image_mflops"]
     for row in rows:
         row["flops_ratio"] = round(row["llm_mflops"] / base, 3)
         row["image_flops_ratio"] = round(row.pop("image_mflops") / image_base, 3)
+        row["llm_mflops"] = round(row["llm_mflops"], 2)
     return rows
 
 
-def picture(run: Path, question: dict, out: Path) -> dict:
-    """The tokens each stage of the PyramidDrop-trained model kept for ``question``, as a PNG."""
+# --------------------------------------------------------------------------- output
+def picture(run: Run, question: dict, image_folder: Path, out: Path) -> dict:
+    """What each stage of the PyramidDrop-trained model kept for ``question``, titled with its answer."""
     from PIL import Image
 
-    model, processor = load_llava(str(run), attn_implementation="eager")
-    image = Image.open(TINY / "data" / "images" / question["image"]).convert("RGB")
-    prompt = build_prompt([{"from": "human", "value": "<image>\n" + question["question"]}], "vicuna_v1")
-    _, summary = kept_token_picture(model, processor, image, prompt, out)
-    return {"path": str(out), "question": question["question"], "kept_per_stage": summary["kept"]}
+    model, processor = load_llava(str(run.output_dir), attn_implementation="eager")
+    image = Image.open(image_folder / question["image"]).convert("RGB")
+    prompt = build_prompt([{"from": "human", "value": "<image>\n" + question["question"]}], template(),
+                          processor.tokenizer)
+    inputs = processed_inputs(processor, [image], prompt, "pad")
+    answer = normalise(generate_answer(model, processor, inputs, MAX_ANSWER_TOKENS, stop_ids(model, processor)))
+    header = picture_header(question["question"], model.pdrop_config, answer, question["answer"])
+    _, summary = kept_token_picture(model, processor, image, inputs, out, header=header)
+    return {"path": str(out), "question": question["question"], "answer": answer, "truth": question["answer"],
+            "kept_per_stage": summary["kept"]}
 
 
-def table(rows: list[dict]) -> str:
-    lines = [f"{'setting':<30} {'accuracy %':>10} {'LLM MFLOPs':>11} {'ratio (prompt)':>15} {'ratio (image tokens)':>21}"]
-    lines += [f"{r['setting']:<30} {r['accuracy']:>10.1f} {r['llm_mflops']:>11.2f} {r['flops_ratio']:>15.3f} "
-              f"{r['image_flops_ratio']:>21.3f}" for r in rows]
+def table(rows: list[dict], seeds: int) -> str:
+    """The comparison as text: accuracy mean ± spread, per question kind, FLOPs ratios, notes."""
+    kinds = list(rows[0]["by_kind"])
+    head = f"{'setting':<28} {f'accuracy % (±sd, {seeds} seeds)':>26} " + " ".join(f"{k + ' %':>8}" for k in kinds)
+    lines = [head + f" {'FLOPs ratio':>11} {'image FLOPs':>11}  note"]
+    for r in rows:
+        flops = (f"{r['flops_ratio']:>11.3f} {r['image_flops_ratio']:>11.3f}" if "flops_ratio" in r
+                 else f"{'-':>11} {'-':>11}")
+        kind_cells = " ".join(f"{r['by_kind'][k]:>8.1f}" for k in kinds)
+        lines.append(f"{r['setting']:<28} {r['accuracy']:>19.1f} ± {r['spread']:<4.1f} {kind_cells} {flops}  {r['note']}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Train a tiny LLaVA on a synthetic VQA task and compare token drops.")
-    parser.add_argument("--out", type=Path, default=REPO / "playground" / "demo", help="runs, results.json, PNG")
-    parser.add_argument("--pretrain_steps", type=int, default=150)
-    parser.add_argument("--finetune_steps", type=int, default=600)
-    parser.add_argument("--learning_rate", type=float, default=3e-3)
-    parser.add_argument("--gpus", type=int, default=2, help="processes per run (CPU: gloo)")
-    parser.add_argument("--batch_size", type=int, default=16, help="evaluation batch size")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    make_tiny_assets(TINY)
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs = train(args.out, args)
-    questions = json.loads((TINY / "data" / "eval.json").read_text())
-    rows = compare(runs, questions, args)
-    kept = picture(runs["pdrop"], questions[0], args.out / "kept_tokens.png")
-    results = {"rows": rows, "questions": len(questions), "picture": kept, "seed": args.seed,
-               "steps": {"pretrain": args.pretrain_steps, "finetune": args.finetune_steps}}
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    print(table(rows))
-    print(f"[demo] {len(questions)} held-out questions; results: {args.out / 'results.json'}; "
-          f"kept tokens per stage for {kept['question']!r}: {kept['kept_per_stage']} -> {kept['path']}")
+    args = parse_args(argv)
+    started, load = time.time(), os.getloadavg()[0]
+    env = fix_determinism(args.seed)
+    out = args.out.resolve()
+    task = DemoTask(num_train=args.num_train, num_eval=args.num_eval)
+    assets = prepare_assets(out / "assets", task, args.seed, args.eval_seeds)
+    runs = training_runs(out, assets, args, env)
+    timings, happened = {}, {}
+    for key, run in runs.items():
+        began = time.time()
+        happened[key] = ensure_trained(run)
+        timings[key] = round(time.time() - began, 1)
+    evals = [json.loads(path.read_text()) for path in assets["evals"]]
+    began = time.time()
+    rows = baseline_rows(assets["data"] / "finetune.json", evals)
+    rows += model_rows(runs, evals, assets["images"], args.batch_size)
+    timings["evaluate"] = round(time.time() - began, 1)
+    kept = picture(runs["pdrop"], evals[0][0], assets["images"], out / "kept_tokens.png")
+    results = {"rows": rows, "eval_seeds": args.eval_seeds, "questions_per_seed": args.num_eval, "picture": kept,
+               "task": task.to_dict(), "seed": args.seed, "runs": happened, "seconds": timings,
+               "total_seconds": round(time.time() - started, 1), "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],
+               "machine": {"cpus": os.cpu_count(), "threads_per_process": THREADS, "torch": torch.__version__}}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(table(rows, args.eval_seeds))
+    print(f"[demo] {args.num_eval} held-out questions per seed; {results['total_seconds']:.0f} s in all; results: "
+          f"{out / 'results.json'}; kept image tokens per stage for {kept['question']!r} (model: {kept['answer']!r}, "
+          f"truth: {kept['truth']!r}): {kept['kept_per_stage']} -> {kept['path']}")
     return results
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main, prog="llava.demo")

@@ -77,9 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpus", type=int, default=2, help="training processes per run (CPU: gloo)")
     parser.add_argument("--batch_size", type=int, default=4, help="evaluation batch size")
     args = parser.parse_args(argv)
-    for name in ("eval_seeds", "num_eval", "num_train", "gpus", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    parser.require_positive(args, "eval_seeds", "num_eval", "num_train", "gpus", "batch_size")
     if min(args.image_sizes) <= HugeImageTask.tile:
         parser.error(f"--image_sizes must exceed one {HugeImageTask.tile} px tile, got {args.image_sizes}")
     return args

@@ -21,6 +21,8 @@ import pytest
 from llava.paths import load_schedule
 from llava.train.train import load_train_config, parse_args
 
+from .conftest import requires_deepspeed
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = sorted((ROOT / "configs" / "train").glob("*.json"))
 DEEPSPEED_CONFIGS = sorted((ROOT / "configs" / "deepspeed").glob("*.json"))
@@ -81,6 +83,7 @@ def parse_config(path: Path, *flags: str):
     return parse_args(argv)
 
 
+@requires_deepspeed  # every preset names a DeepSpeed config, which TrainingArguments loads
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.stem)
 def test_train_config_parses(path, no_world):
     raw = json.loads(path.read_text())
@@ -189,6 +192,7 @@ def _fill_autos(value, filled):
     return value
 
 
+@requires_deepspeed
 @pytest.mark.parametrize("path", DEEPSPEED_CONFIGS, ids=lambda p: p.stem)
 def test_deepspeed_accepts_config(path):
     """DeepSpeed's own parser, with the "auto" values as the HF Trainer fills them for one process."""
@@ -282,6 +286,7 @@ def test_stage_script_defaults(script, config, shims):
     assert (ROOT / config).is_file()
 
 
+@requires_deepspeed
 def test_env_overrides_become_flags_and_extra_args_come_last(shims, tmp_path, no_world):
     overrides = {var: f"value of {var.lower()}" for var in ENV_FLAGS}
     overrides.update(GLOBAL_BATCH_SIZE="48", PER_DEVICE_BATCH_SIZE="2", DEEPSPEED="configs/deepspeed/zero2.json",

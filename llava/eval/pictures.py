@@ -401,14 +401,16 @@ def picture_header(question: str, schedule, answer: str | None = None, truth: st
     return lines
 
 
-def generate_answer(model, processor, inputs: Mapping[str, torch.Tensor], max_new_tokens: int = 32) -> str:
-    """The model's greedy answer to a single-sample prompt (its ``pdrop_trace`` is left to the caller to read first)."""
+def generate_answer(model, processor, inputs: Mapping[str, torch.Tensor], max_new_tokens: int = 32,
+                    stop_ids: Sequence[int] | None = None) -> str:
+    """The model's greedy answer to a single-sample prompt, ending at ``stop_ids`` (default: the model's eos)."""
     batch = {k: v.to(model.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
     if "pixel_values" in batch:
         batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    stop = {} if stop_ids is None else {"eos_token_id": list(stop_ids)}
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=processor.tokenizer.pad_token_id)
+                             pad_token_id=processor.tokenizer.pad_token_id, **stop)
     return processor.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
