@@ -28,6 +28,8 @@ def assets(tmp_path_factory):
 
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 requires_deepspeed = pytest.mark.skipif(not HAS_DEEPSPEED, reason="DeepSpeed is in the `train` extra")
+HAS_WANDB = importlib.util.find_spec("wandb") is not None
+requires_wandb = pytest.mark.skipif(not HAS_WANDB, reason="wandb (LLaVA's --report_to wandb) is in the `train` extra")
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ from llava.train import llava_compat as train_compat
 from llava.train.llava_compat import RULES as TRAIN_RULES
 from llava.train.llava_compat import to_train_argv
 from llava.train.train import main as train_main
+from tests.conftest import HAS_WANDB
 from tests.llava_command_lines import (FINETUNE, GQA_CHUNK, MMBENCH, MMBENCH_CN, MMVET, PDROP_EVAL, PDROP_TRAIN,
                                        PRETRAIN, SQA, TEXTVQA, fill)
 
@@ -229,7 +230,9 @@ def test_train_help_shows_config_and_the_llava_table(capsys):
 # --------------------------------------------------------------------------- training: end to end
 @pytest.fixture
 def llava_env(monkeypatch, tmp_path):
-    """One process; wandb (LLaVA's --report_to wandb) disabled and kept in tmp_path."""
+    """One process; wandb (LLaVA's --report_to wandb) disabled and kept in tmp_path; skips without wandb."""
+    if not HAS_WANDB:
+        pytest.skip("wandb (LLaVA's --report_to wandb) is in the `train` extra")
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_MODE", "disabled")

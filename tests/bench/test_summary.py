@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_cli_writes_markdown_and_json(tmp_path, capsys):
 
 
 def test_gpu_check_says_so_without_a_gpu(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "WHEELS": str(tmp_path / "no-wheels")}
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WHEELS": str(tmp_path / "no-wheels"), "PYTHON": sys.executable}
     done = subprocess.run(["bash", "scripts/bench/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode == 0:  # a machine with a GPU ran the whole check
         assert (tmp_path / "out" / "summary.md").is_file()
