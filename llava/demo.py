@@ -230,6 +230,17 @@ def ensure_trained(run: Run) -> str:
     return "resumed" if resumed else "trained"
 
 
+def train_all(runs: dict[str, Run]) -> tuple[dict[str, str], dict[str, float]]:
+    """:func:`ensure_trained` on each run in order: what happened to each ("trained", "reused", "resumed") and
+    its seconds."""
+    happened, seconds = {}, {}
+    for key, run in runs.items():
+        began = time.time()
+        happened[key] = ensure_trained(run)
+        seconds[key] = round(time.time() - began, 1)
+    return happened, seconds
+
+
 LOSS = re.compile(r"'loss': '?([0-9.eE+-]+|nan|inf)'?")
 
 
@@ -458,11 +469,7 @@ def main(argv: list[str] | None = None) -> dict:
     task = DemoTask(num_train=args.num_train, num_eval=args.num_eval)
     assets = prepare_assets(out / "assets", task, args.seed, args.eval_seeds)
     runs = training_runs(out, assets, args, env)
-    timings, happened = {}, {}
-    for key, run in runs.items():
-        began = time.time()
-        happened[key] = ensure_trained(run)
-        timings[key] = round(time.time() - began, 1)
+    happened, timings = train_all(runs)
     evals = [json.loads(path.read_text()) for path in assets["evals"]]
     began = time.time()
     rows = baseline_rows(assets["data"] / "finetune.json", evals)

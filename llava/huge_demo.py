@@ -42,7 +42,7 @@ import torch
 from .bench.memory import peak_rss_growth_mb
 from .cli import ArgumentParser, cli_main
 from .data.synthetic import TEMPLATE_TEXT, make_llm, make_tokenizer, make_vision_tower
-from .demo import Run, clear_if_changed, digest, ensure_trained, fix_determinism, normalise, write_stamp
+from .demo import Run, clear_if_changed, digest, fix_determinism, normalise, train_all, write_stamp
 from .eval.coarse_to_fine import split_at_image
 from .model.builder import load_llava
 from .paths import load_model_preset, load_pyramid_config
@@ -311,11 +311,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out.resolve()
     task = HugeImageTask(num_train=args.num_train, num_eval=args.num_eval)
     assets = prepare_assets(out / "assets", task, args.seed, args.eval_seeds, args.image_sizes)
-    timings, happened = {"assets": round(time.time() - started, 1)}, {}
-    for key, run in training_runs(out, assets, args, env).items():
-        began = time.time()
-        happened[key] = ensure_trained(run)
-        timings[key] = round(time.time() - began, 1)
+    timings = {"assets": round(time.time() - started, 1)}
+    happened, seconds = train_all(training_runs(out, assets, args, env))
+    timings.update(seconds)
     model, processor = load_llava(str(out / "focus"), attn_implementation="eager")  # stage 2's weights + the module
     began = time.time()
     memory = peak_memories(model, processor, assets["evals"], assets["images"])
