@@ -28,8 +28,21 @@ def assets(tmp_path_factory):
 
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 requires_deepspeed = pytest.mark.skipif(not HAS_DEEPSPEED, reason="DeepSpeed is in the `train` extra")
-HAS_WANDB = importlib.util.find_spec("wandb") is not None
-requires_wandb = pytest.mark.skipif(not HAS_WANDB, reason="wandb (LLaVA's --report_to wandb) is in the `train` extra")
+HAS_WANDB = importlib.util.find_spec("wandb") is not None  # LLaVA's --report_to wandb; in the `train` extra
+
+
+def save_assembled_llava(assets: dict, path, schedule: PDropConfig | None = None):
+    """The tiny assets' LLM + CLIP assembled (untrained projector, eager attention), with ``schedule``, saved with
+    its processor in ``path``; returns ``path``."""
+    from llava.model.assemble import VisionSpec, assemble_llava
+
+    model, processor = assemble_llava(str(assets["llm"]), VisionSpec(str(assets["vision"])),
+                                      attn_implementation="eager")
+    if schedule is not None:
+        model.set_pdrop_config(schedule)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from llava.eval import chunks, infer, model_vqa_loader, run, score
 from llava.model import assemble, convert
 from llava import quicklook, release
 from llava.train import settings, train
+from tests.conftest import save_assembled_llava
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_OURS = {"llava/demo.py"}  # the demo's entry point belongs to the demo's owner (issue 13, section 1)
@@ -88,12 +89,7 @@ def test_eval_errors_come_before_the_model_loads(files, capsys):
 
 def test_bad_schedules_are_one_line(assets, files, capsys):
     """Schedules are checked against the model, once it is known: still one line."""
-    from llava.model.assemble import VisionSpec, assemble_llava
-
-    model, processor = assemble_llava(str(assets["llm"]), VisionSpec(str(assets["vision"])),
-                                      attn_implementation="eager")
-    model.save_pretrained(files / "ckpt")
-    processor.save_pretrained(files / "ckpt")
+    save_assembled_llava(assets, files / "ckpt")
     base = ["--model_path", str(files / "ckpt"), "--question_file", str(files / "q.jsonl"), "--answers_file",
             str(files / "a.jsonl"), "--device", "cpu"]
     for schedule, message in ((["--layer_list", "[1,2]"], "must be given together"),

@@ -9,7 +9,6 @@ DeepSpeed flag is checked by translation here and end to end in the integration 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import subprocess
@@ -26,7 +25,7 @@ from llava.train import llava_compat as train_compat
 from llava.train.llava_compat import RULES as TRAIN_RULES
 from llava.train.llava_compat import to_train_argv
 from llava.train.train import main as train_main
-from tests.conftest import HAS_WANDB
+from tests.conftest import HAS_WANDB, save_assembled_llava
 from tests.llava_command_lines import (FINETUNE, GQA_CHUNK, MMBENCH, MMBENCH_CN, MMVET, PDROP_EVAL, PDROP_TRAIN,
                                        PRETRAIN, SQA, TEXTVQA, fill)
 
@@ -111,14 +110,7 @@ def test_each_module_keeps_llava_defaults_and_the_help_names_it(monkeypatch, cap
 @pytest.fixture(scope="module")
 def checkpoint(assets, tmp_path_factory):
     """An assembled (untrained) tiny LLaVA, saved with its processor (no schedule: the flags give one)."""
-    from llava.model.assemble import VisionSpec, assemble_llava
-
-    model, processor = assemble_llava(str(assets["llm"]), VisionSpec(str(assets["vision"])),
-                                      attn_implementation="eager")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-llava"
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return save_assembled_llava(assets, tmp_path_factory.mktemp("ckpt") / "tiny-llava")
 
 
 @pytest.fixture(scope="module")

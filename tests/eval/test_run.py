@@ -14,8 +14,7 @@ import pytest
 
 from llava.eval import chunks, infer, run
 from llava.eval.answers import read_answers
-from llava.model.assemble import VisionSpec, assemble_llava
-from llava.pdrop import PDropConfig
+from tests.conftest import TINY_SCHEDULE, save_assembled_llava
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,12 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def checkpoint(assets, tmp_path_factory):
     """An assembled (untrained) tiny LLaVA with the tiny schedule, saved with its processor."""
-    model, processor = assemble_llava(str(assets["llm"]), VisionSpec(str(assets["vision"])), attn_implementation="eager")
-    model.set_pdrop_config(PDropConfig([1, 2, 3], [0.5, 0.25, 0.125]))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-llava"
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return save_assembled_llava(assets, tmp_path_factory.mktemp("ckpt") / "tiny-llava", TINY_SCHEDULE)
 
 
 @pytest.fixture(scope="module")

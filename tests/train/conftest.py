@@ -1,8 +1,11 @@
-"""Argument lists for training runs on CPU (the tiny ``assets`` come from tests/conftest.py)."""
+"""Argument lists for training runs on CPU and a callback that stops one (the tiny ``assets`` come from
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 
 def train_argv(assets: dict[str, Path], output_dir: Path, **overrides) -> list[str]:
@@ -22,3 +25,14 @@ def train_argv(assets: dict[str, Path], output_dir: Path, **overrides) -> list[s
         if value is not None:
             argv += [f"--{key}", str(value)]
     return argv
+
+
+class StopAt(TrainerCallback):
+    """Ends training after ``step`` (as a killed job would, right after its checkpoint)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True

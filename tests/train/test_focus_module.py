@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlavaNextForConditionalGeneration, TrainerCallback
+from transformers import LlavaNextForConditionalGeneration
 
 from llava.model import PDropLlavaNextForConditionalGeneration
 from llava.pyramid.focus_module import FOCUS_MODULE_FILE, focus_module_of, read_metadata
 from llava.train.train import main
 from tests.pyramid.checkpoint import save_tiny_next
-from tests.train.conftest import train_argv
+from tests.train.conftest import StopAt, train_argv
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +30,6 @@ def focus_argv(assets, checkpoint, out, **overrides):
 
 def kl_history(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def test_training_lowers_the_kl_trains_the_module_only_and_saves_it_beside_a_stock_checkpoint(

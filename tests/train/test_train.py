@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration
 
 from llava.model import PDropLlavaForConditionalGeneration
 from llava.model.assemble import projector_key
 from llava.train.train import main, parse_args
-from tests.train.conftest import train_argv
+from tests.train.conftest import StopAt, train_argv
 
 
 def losses(trainer) -> list[float]:
@@ -21,17 +21,6 @@ def losses(trainer) -> list[float]:
 
 def weights(path) -> dict[str, torch.Tensor]:
     return load_file(path / "model.safetensors")
-
-
-class StopAt(TrainerCallback):
-    """Ends training after ``step`` (as a killed job would, right after its checkpoint)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def test_pretrain_trains_the_projector_only_and_saves_it_alone(assets, tmp_path):
