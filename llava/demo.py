@@ -174,19 +174,22 @@ class Run:
     def settings(self) -> dict:
         """What decides the trained weights: the config file, the flags, the inputs (paths relative to the
         demo's folder, so a moved folder is still reused), the process count, the run it starts from."""
-        config = json.loads((CONFIGS_DIR / "train" / f"{self.config}.json").read_text())
+        config = train_config(self.config)
         root = self.output_dir.parent
         inputs = {k: str(Path(v).relative_to(root)) for k, v in self.env.items() if k in INPUT_PATHS}
         return {"script": self.script, "config": config, "flags": self.flags, "after": self.after,
                 "inputs": inputs, "gpus": self.env.get("GPUS")}
 
     def max_steps(self) -> int:
-        config = json.loads((CONFIGS_DIR / "train" / f"{self.config}.json").read_text())
-        return int(_flag(self.flags, "--max_steps", config["max_steps"]))
+        return int(_flag(self.flags, "--max_steps", train_config(self.config)["max_steps"]))
 
     def logging_steps(self) -> int:
-        config = json.loads((CONFIGS_DIR / "train" / f"{self.config}.json").read_text())
-        return int(_flag(self.flags, "--logging_steps", config.get("logging_steps", 1)))
+        return int(_flag(self.flags, "--logging_steps", train_config(self.config).get("logging_steps", 1)))
+
+
+def train_config(name: str) -> dict:
+    """``configs/train/<name>.json`` as written (the settings hash covers every key, its description too)."""
+    return json.loads((CONFIGS_DIR / "train" / f"{name}.json").read_text())
 
 
 def _flag(flags: list[str], name: str, default):
@@ -337,25 +340,41 @@ def stop_ids(model, processor) -> list[int]:
 
 def template() -> str:
     """The conversation template the demo finetunes with (its config's ``version``), used to ask the questions."""
-    return json.loads((CONFIGS_DIR / "train" / f"{TRAIN_CONFIGS['finetune']}.json").read_text())["version"]
+    return train_config(TRAIN_CONFIGS["finetune"])["version"]
 
 
 def normalise(text: str) -> str:
     return " ".join(text.lower().replace(".", " ").split())
 
 
-def answer_questions(model, processor, questions: list[dict], image_folder: Path, batch_size: int) -> tuple[list[str], float, float]:
-    """Greedy answers, and the mean prompt's text and image tokens."""
+@dataclass
+class PreparedSet:
+    """One evaluation set's prompts for one model (built once, answered under every schedule of that model)."""
+
+    answerer: Answerer
+    prompts: list
+    text_tokens: float  # mean per prompt
+    image_tokens: float
+
+
+def prepare_set(model, processor, questions: list[dict], image_folder: Path) -> PreparedSet:
+    """Tokenised prompts and processed pictures of ``questions``, and the mean prompt's text and image tokens."""
     answerer = Answerer(model, processor, template(), str(image_folder), "pad")
     prompts = [answerer.prompt({"question_id": q["id"], "image": q["image"], "text": q["question"]}) for q in questions]
+    images = sum(p.input_ids.count(model.config.image_token_id) for p in prompts) / len(prompts)
+    text = sum(len(p.input_ids) for p in prompts) / len(prompts) - images
+    return PreparedSet(answerer, prompts, text, images)
+
+
+def answer_questions(prepared: PreparedSet, batch_size: int) -> list[str]:
+    """Greedy answers (normalised) under the model's current schedule."""
+    answerer, prompts = prepared.answerer, prepared.prompts
+    model, processor = answerer.model, answerer.processor
     answers = []
     for start in range(0, len(prompts), batch_size):
         answers += answerer.answer(prompts[start:start + batch_size], max_new_tokens=MAX_ANSWER_TOKENS, do_sample=False,
                                    pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=stop_ids(model, processor))
-    image_id = model.config.image_token_id
-    images = sum(p.input_ids.count(image_id) for p in prompts) / len(prompts)
-    text = sum(len(p.input_ids) for p in prompts) / len(prompts) - images
-    return [normalise(a) for a in answers], text, images
+    return [normalise(a) for a in answers]
 
 
 def score(answers: list[str], questions: list[dict]) -> dict:
@@ -408,18 +427,19 @@ def model_rows(runs: dict[str, Run], evals: list[list[dict]], image_folder: Path
     config = models["nodrop"][0].config.get_text_config()
     shape = (config.num_hidden_layers, config.hidden_size, config.intermediate_size)
     schedule = load_schedule(SCHEDULE)
+    settings = [settings_rows(schedule, config.num_hidden_layers, seed) for seed in range(len(evals))]
+    scores, sizes = [[] for _ in settings[0]], {which: [] for which in models}
+    for seed, questions in enumerate(evals):  # one set's prompts at a time, each built once per model
+        prepared = {which: prepare_set(*models[which], questions, image_folder) for which in models}
+        for which, ready in prepared.items():
+            sizes[which].append((ready.text_tokens, ready.image_tokens))
+        for index, (_, which, chosen) in enumerate(settings[seed]):
+            models[which][0].set_pdrop_config(chosen)
+            scores[index].append(score(answer_questions(prepared[which], batch_size), questions))
     rows = []
-    for index, (name, which, _) in enumerate(settings_rows(schedule, config.num_hidden_layers, 0)):
-        model, processor = models[which]
-        scores, sizes = [], []
-        for seed, questions in enumerate(evals):
-            chosen = settings_rows(schedule, config.num_hidden_layers, seed)[index][2]
-            model.set_pdrop_config(chosen)
-            answers, text, images = answer_questions(model, processor, questions, image_folder, batch_size)
-            scores.append(score(answers, questions))
-            sizes.append((text, images))
-        row = summarise(name, which, chosen, scores)
-        text, images = (round(statistics.fmean(v)) for v in zip(*sizes))
+    for index, (name, which, chosen) in enumerate(settings[-1]):
+        row = summarise(name, which, chosen, scores[index])
+        text, images = (round(statistics.fmean(v)) for v in zip(*sizes[which]))
         row["llm_mflops"] = llm_flops(*shape, image_tokens=images, text_tokens=text, schedule=chosen) / 1e6
         row["image_mflops"] = llm_flops(*shape, image_tokens=images, text_tokens=0, schedule=chosen) / 1e6
         rows.append(row)
