@@ -186,6 +186,32 @@ def test_deepspeed_files_by_name():
     assert "offload_param" not in names["zero3"] and "offload_param" in names["zero3_offload"]
 
 
+def test_cpu_zero2_is_zero2_with_one_bucket():
+    """zero2_cpu.json differs from zero2.json only in its fixed bucket sizes (gloo's per-call latency), and the
+    bucket holds the largest model trained on CPU processes in one piece."""
+    def load(name):
+        config = json.loads((ROOT / "configs" / "deepspeed" / f"{name}.json").read_text())
+        config.pop("description")
+        return config, config["zero_optimization"]
+
+    (cpu, cpu_zero), (gpu, gpu_zero) = load("zero2_cpu"), load("zero2")
+    buckets = {"reduce_bucket_size", "allgather_bucket_size"}
+    assert {k: v for k, v in cpu.items() if k != "zero_optimization"} == \
+        {k: v for k, v in gpu.items() if k != "zero_optimization"}
+    assert {k: v for k, v in cpu_zero.items() if k not in buckets} == \
+        {k: v for k, v in gpu_zero.items() if k not in buckets}
+    assert gpu_zero["reduce_bucket_size"] == "auto"
+    largest_cpu_model = 1_200_000  # parameters of the huge demo's LLaVA-NeXT (the demo's LLaVA: 0.86 M)
+    assert all(isinstance(cpu_zero[k], int) and cpu_zero[k] >= largest_cpu_model for k in buckets)
+
+
+def test_cpu_presets_use_the_cpu_deepspeed_config():
+    for path in TRAIN_CONFIGS:
+        config = json.loads(path.read_text())
+        if config.get("use_cpu") and "deepspeed" in config and "zero2" in config["deepspeed"]:
+            assert config["deepspeed"] == "configs/deepspeed/zero2_cpu.json", path.name
+
+
 def _fill_autos(value, filled):
     if isinstance(value, dict):
         return {k: _fill_autos(filled.get(k, v) if v == "auto" else v, filled) for k, v in value.items()}
