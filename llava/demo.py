@@ -1,6 +1,6 @@
 """The embedded demo: train a small LLaVA on a synthetic VQA task on CPU, then compare the drops.
 
-What it does (about 8 minutes on 2 CPU cores; seeded, one thread per process, MKL, oneDNN and ATen kernels at
+What it does (about 10 minutes on 2 CPU cores; seeded, one thread per process, MKL, oneDNN and ATen kernels at
 the AVX2 level: the same table on any x86 CPU with AVX2):
 
 1. writes the task (``<out>/assets``; :class:`llava.data.synthetic.DemoTask`): 56 px pictures with a
@@ -25,7 +25,7 @@ otherwise it is trained again, and the demo says which.
 Launch::
 
     python -m llava.demo
-    python -m llava.demo --out playground/demo --finetune_steps 1200 --eval_seeds 5
+    python -m llava.demo --out playground/demo --finetune_steps 3000 --eval_seeds 5
     bash scripts/demo.sh --gpus 1
 """
 
