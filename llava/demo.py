@@ -1,6 +1,6 @@
 """The embedded demo: train a small LLaVA on a synthetic VQA task on CPU, then compare the drops.
 
-What it does (about 10 minutes on 2 CPU cores; seeded, one thread per process, MKL, oneDNN and ATen kernels at
+What it does (about 9 minutes on 2 CPU cores; seeded, one thread per process, MKL, oneDNN and ATen kernels at
 the AVX2 level: the same table on any x86 CPU with AVX2):
 
 1. writes the task (``<out>/assets``; :class:`llava.data.synthetic.DemoTask`): 56 px pictures with a
