@@ -172,8 +172,9 @@ def test_bad_arguments_are_refused(capsys):
 # --------------------------------------------------------------------------- end to end (integration)
 ROOT = Path(__file__).resolve().parents[1]
 # The table `python -m llava.demo` printed on this project's 2-core CPU machine (AMD EPYC; seeded, kernels at the
-# AVX2 level; two runs at once gave the same table to the last digit; README "The two commands"). A CPU without
-# AVX2 or another torch may round differently; the tolerance lets rows move by a few questions, not more.
+# AVX2 level; a run under other load and a fresh clone's run gave the same table to the last digit; README "The two
+# commands"). A CPU without AVX2 or another torch may round differently; the tolerance lets rows move by a few
+# questions, not more.
 PINNED = {"chance": 20.83, "majority answer": 20.73, "no drop": 50.23, "PyramidDrop (trained)": 61.3,
           "PyramidDrop (training-free)": 44.63, "FastV K=1 (equal FLOPs)": 45.57, "random (same schedule)": 36.13}
 TOLERANCE = 3.0  # accuracy points of the mean over the seeds (1 point = 30 of 3,000 questions)
