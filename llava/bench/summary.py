@@ -40,9 +40,15 @@ def metric_value(run: dict[str, Any], task: str, metric: str, method: str = "pdr
     return 1 / paired["median"] if metric == "tokens_per_s_vs_none" else paired["median"]
 
 
+def preset_name(preset: str) -> str:
+    """A run's preset as the targets name it: ``llava-1.5-7b`` as given, a preset file by its name less ``.json``."""
+    name = Path(preset).name
+    return name[:-len(".json")] if name.endswith(".json") else name
+
+
 def check_targets(runs: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each target with the measured value and ``met`` / ``missed`` / ``missing``."""
-    by_preset = {Path(run["settings"]["preset"]).stem: run for run in runs}
+    by_preset = {preset_name(run["settings"]["preset"]): run for run in runs}
     checked = []
     for target in targets:
         run = by_preset.get(target["preset"])

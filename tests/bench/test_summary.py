@@ -37,6 +37,13 @@ def test_targets_are_met_missed_or_missing():
     assert checked[1]["value"] == pytest.approx(0.8)  # tokens/s ratio: the inverse of the time ratio
 
 
+def test_a_preset_with_a_dot_in_its_name_is_found_as_named_or_by_its_file():
+    """llava-1.5-7b is not a file name with the suffix .5-7b (the first GPU run reported its targets missing)."""
+    target = [{"preset": "llava-1.5-7b", "task": "prefill", "metric": "time_vs_none", "max": 0.6}]
+    for preset in ("llava-1.5-7b", "configs/models/llava-1.5-7b.json"):
+        assert check_targets([_run(preset, 0.5, 1.0, 1.0, 1.0)], target)[0]["status"] == "met"
+
+
 def test_every_targets_file_names_known_presets_and_metrics():
     for path in (CONFIGS_DIR / "bench").glob("targets-*.json"):
         for target in json.loads(path.read_text())["targets"]:
