@@ -30,7 +30,7 @@ from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 
 from .cache import PDropCache, StageCacheState, decode_stage_inputs
-from .keep import TokenSequence, select_image_tokens
+from .keep import TokenSequence, dense_keep_index, select_image_tokens
 from .ranking import (image_token_scores, inference_query_mask, query_slots, random_keys, random_scores,
                       training_query_mask)
 from .schedule import PDropConfig, kept_image_tokens
@@ -135,6 +135,10 @@ class KeepPlan:
         kept = self.kept[stage - 1]
         return any(r - n0 + k != self.length[stage - 1] for r, n0, k in zip(self.real, self.n0, kept))
 
+    def dense_at(self, boundary: int) -> bool:
+        """Whether no sample has padding before or after boundary ``boundary`` (its compaction needs no masks)."""
+        return not (self.has_padding(boundary) or self.has_padding(boundary + 1))
+
     def device_tensors(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sent to ``device`` in one copy: ``(S-1, B)`` image tokens kept and tokens kept after each
         boundary, and ``(S, B)`` position offsets (image tokens dropped before each stage)."""
@@ -175,7 +179,8 @@ def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embe
     past = 0 if past_key_values is None else past_key_values.get_seq_length()
     batch, n, _ = inputs_embeds.shape
     check_window_not_binding(past_key_values.window if past else sliding_window(decoder.config), past + n)
-    if position_ids is None:
+    default_positions = position_ids is None
+    if default_positions:
         position_ids = torch.arange(past, past + n, device=inputs_embeds.device)[None]
     position_ids = position_ids.expand(batch, -1)
     if past > 0:
@@ -183,6 +188,7 @@ def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embe
                              use_cache=use_cache, **kwargs)
         return PDropDecoderOutput(decoder.norm(hidden), past_key_values, labels, None)
     seq = _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask, trace)
+    seq.positions_are_arange = default_positions  # past == 0 here: 0..n-1
     seq, drop_trace = prefill(decoder, schedule, seq, attention_mask, position_ids, past_key_values,
                               use_cache=use_cache, **kwargs)
     return PDropDecoderOutput(decoder.norm(seq.hidden_states), past_key_values, seq.labels, drop_trace)
@@ -202,7 +208,7 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
     if cache is not None:
         cache.reset_stages(stages, offsets if schedule.position_mode == "compact" else None,
                            sliding_window(decoder.config), schedule)
-    stage_input = rotary = None
+    stage_input = rotary = first = None
     for s, layers in enumerate(stages):
         if s > 0:
             ranking = _Ranking(decoder.layers, layers.start, schedule, stage_input, rotary, content_keys)
@@ -212,21 +218,36 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
                 cache.stage_states.append(StageCacheState(seq.attention_mask if plan.has_padding(s) else None))
         if trace is not None:
             trace.record(seq)
-        compacted, padded = plan.dropped_before(s), plan.has_padding(s)
-        if compacted:  # a mask only where padding is (known here): no device read in the mask builder
-            mask, positions = seq.attention_mask if padded else None, seq.position_ids
-        else:
-            mask, positions = attention_mask, position_ids
-        # with padding the builder's check for an implicit causal mask can only fail: skip its device reads
+        causal_mask, rotary, positions = _stage_inputs(decoder, seq, plan, s, layers, attention_mask, position_ids,
+                                                       cache, first)
+        first = first or (causal_mask, rotary)
+        # after a drop the positions may have gaps; FlashAttention would read them as packed sequences
+        seq.hidden_states, stage_input = run_stage(decoder, layers, seq.hidden_states, causal_mask, rotary, positions,
+                                                   cache, keep_input=schedule.method == "fastv", **layer_kwargs)
+    return seq, trace
+
+
+def _stage_inputs(decoder: nn.Module, seq: TokenSequence, plan: KeepPlan, stage: int, layers: range,
+                  attention_mask, position_ids, cache, first) -> tuple:
+    """Stage ``stage``'s causal mask, rotary embedding and the position ids its layers are given (None after
+    a drop). ``first``: stage 0's mask and rotary embedding, reused where they are the same (as views)."""
+    compacted, padded = plan.dropped_before(stage), plan.has_padding(stage)
+    if not compacted:
+        mask, positions = attention_mask, position_ids
+    else:  # a mask only where padding is (known here): no device read in the mask builder
+        mask, positions = (seq.attention_mask if padded else None), seq.position_ids
+    m = seq.hidden_states.shape[1]
+    if compacted and seq.positions_are_arange:  # positions 0..m-1: the first m rows of stage 0's embedding
+        rotary = tuple(t[:, :m] for t in first[1])
+    else:
+        rotary = decoder.rotary_emb(seq.hidden_states, position_ids=positions)
+    if compacted and not padded and first[0] is None:
+        causal_mask = None  # the builder left stage 0's unpadded causal mask to the kernel: the same now
+    else:  # with padding the builder's check for an implicit causal mask can only fail: skip its device reads
         causal_mask = create_causal_mask(config=decoder.config, inputs_embeds=seq.hidden_states, attention_mask=mask,
                                          past_key_values=cache, position_ids=None if compacted else positions,
                                          layer_idx=layers.start, allow_is_causal_skip=not padded)
-        rotary = decoder.rotary_emb(seq.hidden_states, position_ids=positions)
-        # after a drop the positions may have gaps; FlashAttention would read them as packed sequences
-        seq.hidden_states, stage_input = run_stage(decoder, layers, seq.hidden_states, causal_mask, rotary,
-                                                   None if compacted else positions, cache,
-                                                   keep_input=schedule.method == "fastv", **layer_kwargs)
-    return seq, trace
+    return causal_mask, rotary, None if compacted else positions
 
 
 def decode_step(decoder: nn.Module, schedule: PDropConfig, inputs_embeds: torch.Tensor, attention_mask,
@@ -296,6 +317,9 @@ def drop_at_boundary(ranking: _Ranking, seq: TokenSequence, plan: KeepPlan, boun
     if not plan.drops[boundary]:
         return seq
     with _profiled("pdrop/compact"):
+        if plan.dense_at(boundary):  # no padding before or after: one sort chooses, one orders
+            index = dense_keep_index(scores, seq.image_mask, plan.length[boundary])
+            return seq.compact_dense(index, ranking.schedule.position_mode)
         uniform = len(set(plan.kept[boundary])) == 1  # every sample keeps the same count: no per-sample cut
         kept = select_image_tokens(scores, seq.image_mask, None if uniform else keep_counts, max(plan.kept[boundary]))
         return seq.compact(~seq.image_mask | kept, ranking.schedule.position_mode, align_right, plan.length[boundary],

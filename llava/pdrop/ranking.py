@@ -121,8 +121,8 @@ def image_token_scores(
         the valid queries (0 for samples without queries). Callers read the image-token columns.
     """
     probs = query_attention(layer, hidden_states, position_embeddings, key_mask, query_index, causal)  # (B, Q, n)
-    if query_valid is None:
-        return probs.mean(dim=1)
+    if query_valid is None:  # one query: its row as it is (the mean of one row, without a kernel)
+        return probs[:, 0] if probs.shape[1] == 1 else probs.mean(dim=1)
     probs = probs * query_valid[..., None]
     return probs.sum(dim=1) / query_valid.sum(dim=1).clamp(min=1)[:, None]
 

@@ -2,13 +2,16 @@
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
-from llava.pdrop.keep import compaction_index, select_image_tokens
+from llava.pdrop import PDropConfig
+from llava.pdrop.decoder import KeepPlan
+from llava.pdrop.keep import TokenSequence, compaction_index, dense_keep_index, select_image_tokens
 from llava.pdrop.ranking import image_token_scores, inference_query_mask, query_slots, training_query_mask
 
-from ..conftest import tiny_model
+from ..conftest import Sample, make_batch, tiny_model
 
 
 class _Attn(nn.Module):
@@ -119,3 +122,49 @@ def test_scores_are_float32_under_bf16_autocast():
                                    torch.tensor([[9], [9]]), torch.tensor([[True], [True]]))
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, plain, rtol=0, atol=5e-2)  # the projections ran in bf16, the scores did not
+
+
+def _unpadded_sequence(positions, image_mask, labels=None):
+    batch, n = image_mask.shape
+    return TokenSequence(hidden_states=torch.randn(batch, n, 4), attention_mask=torch.ones(batch, n, dtype=torch.bool),
+                         position_ids=positions, image_mask=image_mask, source_index=torch.arange(n).expand(batch, -1),
+                         labels=labels, positions_are_arange=bool((positions == torch.arange(n)).all()))
+
+
+@pytest.mark.parametrize("position_mode", ["compact", "original"])
+@pytest.mark.parametrize("arange", [True, False])
+def test_dense_compaction_equals_the_general_one(position_mode, arange):
+    """Unpadded samples that keep the same token count (different image pools): one sort chooses the same
+    tokens as select_image_tokens (ties to the earlier token) and the sequence comes out identical."""
+    torch.manual_seed(0)
+    n = 12
+    image_mask = torch.zeros(3, n, dtype=torch.bool)
+    image_mask[0, 2:10], image_mask[1, 1:7], image_mask[2, 3:11] = True, True, True  # 8, 6, 8 image tokens
+    keep_counts = torch.tensor([4, 2, 4])  # every sample keeps 8 tokens
+    scores = torch.randint(0, 3, (3, n)).float() / 4  # many ties
+    positions = torch.arange(n).expand(3, -1) if arange else torch.arange(n).expand(3, -1) * 2 + 5
+    seq = _unpadded_sequence(positions, image_mask, labels=torch.randint(0, 9, (3, n)))
+    kept = select_image_tokens(scores, image_mask, keep_counts)
+    general = seq.compact(~image_mask | kept, position_mode, align_right=True, length=8)
+    dense = seq.compact_dense(dense_keep_index(scores, image_mask, 8), position_mode)
+    for name in ("hidden_states", "attention_mask", "position_ids", "image_mask", "source_index", "labels"):
+        assert torch.equal(getattr(dense, name), getattr(general, name)), name
+    assert dense.positions_are_arange == (arange and position_mode == "compact")
+
+
+@pytest.mark.parametrize("position_mode", ["compact", "original"])
+def test_unpadded_prefill_takes_the_dense_path_with_the_same_result(monkeypatch, position_mode):
+    model = tiny_model(PDropConfig([1, 2, 3], [0.5, 0.25, 0.125], position_mode), "sdpa")
+    batch = make_batch([Sample(before=[5, 6], after=[8, 9, 10]), Sample(before=[12, 3], after=[13, 14, 15])], "left")
+    with torch.no_grad():
+        dense = model(**batch).logits
+        trace = model.pdrop_trace
+        calls = []
+        monkeypatch.setattr(TokenSequence, "compact", lambda self, *a, **k: calls.append(1))
+        model(**batch)  # the unpadded batch never takes the general compaction
+        monkeypatch.undo()
+        monkeypatch.setattr(KeepPlan, "dense_at", lambda self, boundary: False)
+        general = model(**batch).logits
+    assert not calls
+    assert torch.equal(dense, general)
+    assert [t.tolist() for t in trace.stage_source_index] == [t.tolist() for t in model.pdrop_trace.stage_source_index]
