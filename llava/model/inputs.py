@@ -37,25 +37,30 @@ def check_image_sizes(pixel_values: torch.Tensor, image_sizes: torch.Tensor | No
         raise ValueError(f"image_sizes must be positive (height, width) pairs, got {sizes.tolist()}")
 
 
-def check_prefill_inputs(model, input_ids, attention_mask, pixel_values, mm_encoder_outputs) -> None:
-    """Refuse a sample whose attention mask is all zeros, and ``<image>`` tokens with no image (one device read)."""
+def check_prefill_inputs(model, input_ids, attention_mask, pixel_values, mm_encoder_outputs) -> int | None:
+    """Refuse a sample whose attention mask is all zeros, and ``<image>`` tokens with no image (one device read).
+
+    Returns the number of ``<image>`` tokens in ``input_ids`` (None without ``input_ids``), read in
+    the same device read, for :func:`check_image_token_count` once the features are known.
+    """
     parts = []
     if attention_mask is not None and attention_mask.dim() == 2:
         parts.append((attention_mask == 0).all(dim=1).long())
-    count_orphans = input_ids is not None and pixel_values is None and not (mm_encoder_outputs or {}).get("image")
-    if count_orphans:
+    if input_ids is not None:
         parts.append((input_ids == model.config.image_token_id).sum().view(1))
     if not parts:
-        return
+        return None
     values = torch.cat(parts).tolist()
-    orphans = values.pop() if count_orphans else 0
+    image_tokens = values.pop() if input_ids is not None else None
     empty = [i for i, flag in enumerate(values) if flag]
     if empty:
         raise ValueError(f"sample(s) {empty} have an attention mask of all zeros: every sample needs at least one real "
                          "token (check the padding of the batch)")
-    if orphans:
-        raise ValueError(f"the input holds {orphans} image tokens but no pixel_values: pass the image(s) the "
+    has_images = pixel_values is not None or (mm_encoder_outputs or {}).get("image") is not None
+    if image_tokens and not has_images:
+        raise ValueError(f"the input holds {image_tokens} image tokens but no pixel_values: pass the image(s) the "
                          "<image> placeholders stand for (or remove the placeholders)")
+    return image_tokens
 
 
 def check_image_token_count(num_tokens: int, num_features: int, num_images: int) -> None:

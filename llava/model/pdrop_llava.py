@@ -131,8 +131,10 @@ class PDropMixin:
     ) -> LlavaCausalLMOutputWithPast:
         """The stock forward, plus ``pdrop_query_mask`` ``(B, n)`` bool: explicit query tokens for the ranking."""
         check_pixel_values(self, pixel_values, image_sizes)
+        image_tokens = None
         if past_key_values is None or past_key_values.get_seq_length() == 0:
-            check_prefill_inputs(self, input_ids, attention_mask, pixel_values, kwargs.get("mm_encoder_outputs"))
+            image_tokens = check_prefill_inputs(self, input_ids, attention_mask, pixel_values,
+                                                kwargs.get("mm_encoder_outputs"))
         if self.pdrop_config is None:
             if pdrop_query_mask is not None:
                 raise ValueError("pdrop_query_mask was given but PyramidDrop is off for this model")
@@ -144,7 +146,7 @@ class PDropMixin:
             )
         inputs_embeds, image_mask, image_features = self.merge_inputs(
             input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy, image_sizes,
-            kwargs.pop("mm_encoder_outputs", None))
+            kwargs.pop("mm_encoder_outputs", None), image_tokens)
         for flag in ("output_attentions", "output_hidden_states"):
             if kwargs.pop(flag, None):
                 raise ValueError(f"{flag}=True is not supported with PyramidDrop (layers see different lengths)")
@@ -160,12 +162,16 @@ class PDropMixin:
         return self._head_and_loss(out, labels, logits_to_keep, image_features, kwargs)
 
     def merge_inputs(self, input_ids, inputs_embeds, pixel_values, vision_feature_layer, vision_feature_select_strategy,
-                     image_sizes, mm_encoder_outputs=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                     image_sizes, mm_encoder_outputs=None, image_tokens: int | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Embed the text and put the image features in the image-token slots, as transformers' LLaVA does.
 
         Returns ``inputs_embeds`` ``(B, n, d)``, ``image_mask`` ``(B, n)`` bool and the features
         ``(num_image_tokens, d)`` (None without images). ``mm_encoder_outputs={"image": ...}`` passes
-        features already computed (transformers' argument; the trainer uses it).
+        features already computed (transformers' argument; the trainer uses it). ``image_tokens``: the
+        ``<image>`` tokens in ``input_ids`` if the caller has read them (else they are read here); the
+        count is checked against the features here, so transformers' own check (two more device reads
+        on a GPU) is not run.
         """
         llava = self.model
         if (input_ids is None) == (inputs_embeds is None):
@@ -183,10 +189,15 @@ class PDropMixin:
             image_token = llava.get_input_embeddings()(torch.tensor(self.config.image_token_id, device=inputs_embeds.device))
             return inputs_embeds, (inputs_embeds == image_token).all(dim=-1), None
         features = torch.cat(list(encoded.pooler_output), dim=0).to(inputs_embeds.device, inputs_embeds.dtype)
-        if input_ids is not None:
-            num_images = len(image_sizes) if image_sizes is not None else len(encoded.pooler_output)
-            check_image_token_count(int((input_ids == self.config.image_token_id).sum()), features.shape[0], num_images)
-        placeholder = llava.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=features)
+        if input_ids is None:  # embeddings given: transformers finds (and checks) the placeholders
+            placeholder = llava.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=features)
+            return inputs_embeds.masked_scatter(placeholder, features), placeholder[..., 0], features
+        image_token_mask = input_ids == self.config.image_token_id
+        if image_tokens is None:
+            image_tokens = int(image_token_mask.sum())
+        num_images = len(image_sizes) if image_sizes is not None else len(encoded.pooler_output)
+        check_image_token_count(image_tokens, features.shape[0], num_images)
+        placeholder = image_token_mask.unsqueeze(-1).expand_as(inputs_embeds)
         return inputs_embeds.masked_scatter(placeholder, features), placeholder[..., 0], features
 
     def _head_and_loss(self, out, labels, logits_to_keep, image_features, kwargs):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The prepared GPU check: the CUDA tests and the two H100/H200 benchmark runs at reduced repeats, then
-# one summary (JSON + markdown) against configs/bench/targets-gpu.json. About 5 minutes on one H200;
-# everything stops within 8. Needs no network.
+# The prepared GPU check: the CUDA tests, the two H100/H200 benchmark runs at reduced repeats and the
+# mid-size preset (where fixed costs per boundary and per decode step show), then one summary (JSON +
+# markdown) against configs/bench/targets-gpu.json. About 5 minutes on one H200; everything stops
+# within 8. Needs no network.
 #
 #   bash scripts/bench/gpu_check.sh                  # results in gpu_check_out/ (or $OUT)
 #   WHEELS=.whl bash scripts/bench/gpu_check.sh      # first install the wheels placed there (no index)
@@ -9,7 +10,8 @@
 # Wheels: a machine whose transformers is older than pyproject.toml's floor gets it from $WHEELS
 # (default .whl/ at the repository root, when it holds wheels), installed into a folder of its own
 # and put first on PYTHONPATH: the machine's CUDA torch is never replaced.
-# Environment: OUT (results folder), WHEELS, PYTHON (default python3), REPEATS (default 3).
+# Environment: OUT (results folder), WHEELS, PYTHON (default python3), REPEATS (default 3),
+# METHODS (default none,pdrop,fastv,ideal).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -17,6 +19,7 @@ OUT=${OUT:-gpu_check_out}
 WHEELS=${WHEELS:-.whl}
 PYTHON=${PYTHON:-python3}
 REPEATS=${REPEATS:-3}
+METHODS=${METHODS:-none,pdrop,fastv,ideal}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -40,16 +43,20 @@ nvidia-smi -L > "$OUT/gpu.txt" 2>&1 || true
 
 status=0
 # 1. the CUDA tests (tests/cuda: bf16, SDPA, FlashAttention-2 when importable, memory, host reads)
-timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/cuda 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/cuda 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 # 2. the two benchmark runs the targets name (reduced repeats)
-common=(--dtype bfloat16 --attn sdpa --methods none,pdrop,ideal --warmup 1 --repeats "$REPEATS")
+common=(--dtype bfloat16 --attn sdpa --methods "$METHODS" --warmup 1 --repeats "$REPEATS")
 timeout 200 "$PYTHON" -m llava.bench --preset llava-next-7b "${common[@]}" --batch_size 1 --train_batch_size 2 \
-    --max_new_tokens 16 --json "$OUT/next-7b.json" || status=1
+    --max_new_tokens 64 --json "$OUT/next-7b.json" || status=1
 timeout 150 "$PYTHON" -m llava.bench --preset llava-1.5-7b "${common[@]}" --batch_size 8 --tasks train,train_ckpt \
     --json "$OUT/llava-1.5-7b.json" || status=1
-# 3. one summary against the targets
+# 3. the mid-size preset (32 layers, hidden 512): on a GPU each layer is a handful of short kernels, so the
+#    fixed cost per boundary and per decode step shows here as it does on CPU
+timeout 90 "$PYTHON" -m llava.bench --preset cpu-mid "${common[@]}" --batch_size 1 --max_new_tokens 32 \
+    --json "$OUT/cpu-mid.json" || status=1
+# 4. one summary against the targets
 runs=()
-for f in "$OUT/next-7b.json" "$OUT/llava-1.5-7b.json"; do
+for f in "$OUT/next-7b.json" "$OUT/llava-1.5-7b.json" "$OUT/cpu-mid.json"; do
     if [[ -f $f ]]; then runs+=("$f"); fi
 done
 if ((${#runs[@]})); then

@@ -190,3 +190,28 @@ def test_c2f_walks_a_synthetic_image_on_next_presets_only(capsys):
     with pytest.raises(SystemExit):
         main(["--preset", "tiny-llava", "--methods", "none,c2f", *QUICK])
     assert "needs a LLaVA-NeXT preset" in capsys.readouterr().err
+
+
+def prefill_and_decode_step_reads(model, batch) -> tuple[int, int]:
+    """Host reads of device values (what a GPU waits for) in one full-model prefill and one decode step."""
+    from llava.bench.dispatch import count_dispatch
+
+    with torch.no_grad():
+        prefill = count_dispatch(lambda: model(**batch, use_cache=True))
+        out = model(**batch, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
+        mask = torch.cat([batch["attention_mask"], torch.ones_like(token)], 1)
+        step = count_dispatch(lambda: model(input_ids=token, attention_mask=mask, past_key_values=out.past_key_values))
+    return prefill["syncs"], step["syncs"]
+
+
+def test_a_prefill_reads_the_device_twice_and_a_decode_step_once():
+    """The input checks with the image-token count, and the keep plan; a decode step reads what the stock
+    model reads. The counts do not depend on the device (tests/cuda runs this on a GPU)."""
+    from llava.pdrop import PDropConfig
+
+    from ..conftest import Sample, make_batch, tiny_model
+
+    model = tiny_model(PDropConfig([1, 2, 3], [0.5, 0.25, 0.125]), "sdpa")
+    batch = make_batch([Sample(before=[5, 6, 7], after=[8, 9, 10, 11]), Sample(before=[12], after=[13, 14, 15])], "left")
+    assert prefill_and_decode_step_reads(model, batch) == (2, 1)
