@@ -168,3 +168,20 @@ def test_unpadded_prefill_takes_the_dense_path_with_the_same_result(monkeypatch,
     assert not calls
     assert torch.equal(dense, general)
     assert [t.tolist() for t in trace.stage_source_index] == [t.tolist() for t in model.pdrop_trace.stage_source_index]
+
+
+@pytest.mark.parametrize("position_mode", ["compact", "original"])
+def test_unpadded_training_batch_takes_the_dense_path_with_the_same_loss_and_gradients(monkeypatch, position_mode):
+    """Training queries (the token before each answer), labels carried through the drops, backward."""
+    samples = [Sample(before=[5, 6], after=[8, 9], answer=[10, 11]), Sample(before=[12, 3], after=[13, 14], answer=[15, 16])]
+    batch = make_batch(samples, "right")
+    runs = []
+    for dense in (True, False):
+        model = tiny_model(PDropConfig([1, 2, 3], [0.5, 0.25, 0.125], position_mode), "sdpa")
+        if not dense:
+            monkeypatch.setattr(KeepPlan, "dense_at", lambda self, boundary: False)
+        out = model(**batch)
+        out.loss.backward()
+        runs.append((out.loss.detach(), out.logits.detach(), model.lm_head.weight.grad.clone()))
+    for dense_value, general_value in zip(*runs):
+        assert torch.equal(dense_value, general_value)
