@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check: the CUDA tests, the two H100/H200 benchmark runs at reduced repeats and the
 # mid-size preset (where fixed costs per boundary and per decode step show), then one summary (JSON +
-# markdown) against configs/bench/targets-gpu.json. About 5 minutes on one H200; everything stops
+# markdown) against configs/bench/targets-gpu.json. 4 minutes on one H200 (238 s, 2026-11-30); everything stops
 # within 8. Needs no network.
 #
 #   bash scripts/bench/gpu_check.sh                  # results in gpu_check_out/ (or $OUT)
