@@ -34,7 +34,7 @@ from .keep import TokenSequence, dense_keep_index, select_image_tokens
 from .ranking import (image_token_scores, inference_query_mask, query_slots, random_keys, random_scores,
                       training_query_mask)
 from .schedule import PDropConfig, kept_image_tokens
-from .support import check_window_not_binding, sliding_window
+from .support import check_window_not_binding, partitioned_by_zero3, sliding_window
 
 
 @dataclass
@@ -209,6 +209,8 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
         cache.reset_stages(stages, offsets if schedule.position_mode == "compact" else None,
                            sliding_window(decoder.config), schedule)
     stage_input = rotary = first = None
+    # ZeRO-3: every rank calls the rotary module at every stage (whether a batch can slice stage 0's is per rank)
+    slice_rotary = not partitioned_by_zero3(decoder)
     for s, layers in enumerate(stages):
         if s > 0:
             ranking = _Ranking(decoder.layers, layers.start, schedule, stage_input, rotary, content_keys)
@@ -219,7 +221,7 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
         if trace is not None:
             trace.record(seq)
         causal_mask, rotary, positions = _stage_inputs(decoder, seq, plan, s, layers, attention_mask, position_ids,
-                                                       cache, first)
+                                                       cache, first if slice_rotary else None)
         first = first or (causal_mask, rotary)
         # after a drop the positions may have gaps; FlashAttention would read them as packed sequences
         seq.hidden_states, stage_input = run_stage(decoder, layers, seq.hidden_states, causal_mask, rotary, positions,
@@ -230,18 +232,20 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
 def _stage_inputs(decoder: nn.Module, seq: TokenSequence, plan: KeepPlan, stage: int, layers: range,
                   attention_mask, position_ids, cache, first) -> tuple:
     """Stage ``stage``'s causal mask, rotary embedding and the position ids its layers are given (None after
-    a drop). ``first``: stage 0's mask and rotary embedding, reused where they are the same (as views)."""
+    a drop). ``first``: stage 0's mask and rotary embedding, reused where they are the same (as views);
+    None: every stage builds its own."""
     compacted, padded = plan.dropped_before(stage), plan.has_padding(stage)
     if not compacted:
         mask, positions = attention_mask, position_ids
     else:  # a mask only where padding is (known here): no device read in the mask builder
         mask, positions = (seq.attention_mask if padded else None), seq.position_ids
     m = seq.hidden_states.shape[1]
-    if compacted and seq.positions_are_arange:  # positions 0..m-1: the first m rows of stage 0's embedding
+    reuse = compacted and first is not None
+    if reuse and seq.positions_are_arange:  # positions 0..m-1: the first m rows of stage 0's embedding
         rotary = tuple(t[:, :m] for t in first[1])
     else:
         rotary = decoder.rotary_emb(seq.hidden_states, position_ids=positions)
-    if compacted and not padded and first[0] is None:
+    if reuse and not padded and first[0] is None:
         causal_mask = None  # the builder left stage 0's unpadded causal mask to the kernel: the same now
     else:  # with padding the builder's check for an implicit causal mask can only fail: skip its device reads
         causal_mask = create_causal_mask(config=decoder.config, inputs_embeds=seq.hidden_states, attention_mask=mask,

@@ -27,6 +27,16 @@ def check_decoder_supported(decoder: nn.Module) -> None:
         raise ValueError(f"PyramidDrop does not support the decoder {type(decoder).__name__}: missing {missing}")
 
 
+def partitioned_by_zero3(module: nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 partitions ``module``'s parameters (they carry ``ds_id``).
+
+    Then every rank must call the same submodules in the same order in each forward (ZeRO-3 records
+    the order and checks it across ranks), so no per-batch shortcut may skip a module call.
+    """
+    first = next(module.parameters(), None)
+    return first is not None and hasattr(first, "ds_id")
+
+
 def sliding_window(config) -> int | None:
     """The attention window some layer of this decoder applies, or None (full attention everywhere).
 

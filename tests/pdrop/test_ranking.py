@@ -185,3 +185,21 @@ def test_unpadded_training_batch_takes_the_dense_path_with_the_same_loss_and_gra
         runs.append((out.loss.detach(), out.logits.detach(), model.lm_head.weight.grad.clone()))
     for dense_value, general_value in zip(*runs):
         assert torch.equal(dense_value, general_value)
+
+
+def test_under_zero3_every_stage_calls_the_rotary_module(monkeypatch):
+    """ZeRO-3 checks that every rank calls the same modules in the same order; whether a batch is unpadded
+    (and could slice stage 0's rotary embedding) differs between ranks, so then every stage calls it."""
+    model = tiny_model(PDropConfig([1, 2, 3], [0.5, 0.25, 0.125]), "sdpa")
+    decoder = model.model.language_model
+    batch = make_batch([Sample(before=[5, 6], after=[8, 9, 10])], "left")
+    calls = []
+    decoder.rotary_emb.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        unpartitioned = model(**batch).logits
+        sliced = len(calls)
+        monkeypatch.setattr(next(decoder.parameters()), "ds_id", 0, raising=False)  # what ZeRO-3 marks
+        calls.clear()
+        partitioned = model(**batch).logits
+    assert (sliced, len(calls)) == (1, 4)
+    assert torch.equal(unpartitioned, partitioned)
