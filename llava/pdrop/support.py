@@ -1,4 +1,4 @@
-"""Which decoders the stage loop can drive, and the one limit checked at run time (sliding windows)."""
+"""Which decoders the stage loop can drive, the one limit checked at run time (sliding windows), and ZeRO-3."""
 
 from __future__ import annotations
 
