@@ -187,8 +187,8 @@ def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embe
         hidden = decode_step(decoder, schedule, inputs_embeds, attention_mask, position_ids, past_key_values,
                              use_cache=use_cache, **kwargs)
         return PDropDecoderOutput(decoder.norm(hidden), past_key_values, labels, None)
-    seq = _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask, trace)
-    seq.positions_are_arange = default_positions  # past == 0 here: 0..n-1
+    seq = _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask, trace,
+                            positions_are_arange=default_positions)  # past == 0 here: 0..n-1
     seq, drop_trace = prefill(decoder, schedule, seq, attention_mask, position_ids, past_key_values,
                               use_cache=use_cache, **kwargs)
     return PDropDecoderOutput(decoder.norm(seq.hidden_states), past_key_values, seq.labels, drop_trace)
@@ -345,7 +345,7 @@ def _queries(seq: TokenSequence) -> torch.Tensor:
 
 
 def _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask,
-                      trace: bool) -> TokenSequence:
+                      trace: bool, positions_are_arange: bool) -> TokenSequence:
     batch, n, _ = inputs_embeds.shape
     real = torch.ones(batch, n, dtype=torch.bool, device=inputs_embeds.device) if attention_mask is None \
         else attention_mask[:, -n:].bool()
@@ -358,4 +358,5 @@ def _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, l
         source_index=source,
         labels=labels,
         query_override=None if query_mask is None else query_mask.bool() & real,
+        positions_are_arange=positions_are_arange,
     )
