@@ -1,12 +1,12 @@
 """The embedded demo: train a small LLaVA on a synthetic VQA task on CPU, then compare the drops.
 
-What it does (about 9 minutes on 2 CPU cores; seeded, one thread per process, MKL, oneDNN and ATen kernels at
+What it does (about 10 minutes on 2 CPU cores; seeded, one thread per process, MKL, oneDNN and ATen kernels at
 the AVX2 level: the same table on any x86 CPU with AVX2):
 
 1. writes the task (``<out>/assets``; :class:`llava.data.synthetic.DemoTask`): 56 px pictures with a
    shape in each quadrant, each in another colour, and questions that say which part of the picture
    holds the answer: "Where is the red shape?" -> "top left", "What color is the shape in the top
-   left?" -> "red". A 4-layer Llama (hidden 128) and a small CLIP (64 image tokens; random weights,
+   left?" -> "red". A 4-layer Llama (hidden 128) and a small CLIP (16 image tokens; random weights,
    its patch embeddings made to read colour and grid cell, as a pretrained encoder's would) from
    ``configs/models/demo-llava.json``;
 2. trains through the real scripts (``scripts/pretrain_pdrop.sh``, ``scripts/finetune_pdrop.sh``,
@@ -16,8 +16,9 @@ the AVX2 level: the same table on any x86 CPU with AVX2):
    drop, PyramidDrop trained, PyramidDrop training-free, FastV at equal image-token FLOPs and random
    dropping, next to the chance and majority-answer baselines; flags settings whose answers
    collapse to one class;
-4. prints one table (accuracy mean and spread over the seeds, per question kind, FLOPs ratios) and
-   writes ``results.json`` and ``kept_tokens.png`` (what each stage kept for one question) to ``--out``.
+4. prints one table (accuracy mean and spread over the seeds, per question kind, how often the image
+   token that holds the answer reached the last stage, FLOPs ratios) and writes ``results.json`` and
+   ``kept_tokens.png`` (what each stage kept for one question) to ``--out``.
 
 A run folder is reused only when it was trained with the same settings (a hash stored in it);
 otherwise it is trained again, and the demo says which.
@@ -151,11 +152,13 @@ def prepare_assets(root: Path, task: DemoTask, seed: int, eval_seeds: int) -> di
 
 
 def _holds(path: Path, count: int) -> bool:
-    """Whether ``path`` is an evaluation set of ``count`` questions (one made with another --num_eval is not)."""
+    """Whether ``path`` is an evaluation set of ``count`` questions, each naming its answer's image token (one
+    made with another --num_eval, or by an older demo without the ``token`` field, is not)."""
     try:
-        return len(json.loads(path.read_text())) == count
+        records = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
+    return len(records) == count and all("token" in record for record in records)
 
 
 # --------------------------------------------------------------------------- training
@@ -366,22 +369,38 @@ def prepare_set(model, processor, questions: list[dict], image_folder: Path) -> 
     return PreparedSet(answerer, prompts, text, images)
 
 
-def answer_questions(prepared: PreparedSet, batch_size: int) -> list[str]:
-    """Greedy answers (normalised) under the model's current schedule."""
+def answer_questions(prepared: PreparedSet, questions: list[dict], batch_size: int) -> tuple[list[str], list[bool] | None]:
+    """Greedy answers (normalised) under the model's current schedule, and per question whether the image token
+    holding the shape it asks about was still there in the last stage (None when the model drops nothing)."""
     answerer, prompts = prepared.answerer, prepared.prompts
     model, processor = answerer.model, answerer.processor
-    answers = []
+    answers, kept = [], []
     for start in range(0, len(prompts), batch_size):
+        model.pdrop_trace = None
         answers += answerer.answer(prompts[start:start + batch_size], max_new_tokens=MAX_ANSWER_TOKENS, do_sample=False,
                                    pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=stop_ids(model, processor))
-    return [normalise(a) for a in answers]
+        if model.pdrop_trace is not None:
+            kept += answer_token_kept(model.pdrop_trace, questions[start:start + batch_size])
+    return [normalise(a) for a in answers], (kept if model.pdrop_config is not None else None)
 
 
-def score(answers: list[str], questions: list[dict]) -> dict:
-    """Accuracy (%, exact answer), per question kind, and which kinds' answers collapsed to one class."""
+def answer_token_kept(trace, questions: list[dict]) -> list[bool]:
+    """Per sample of a traced prefill, whether its question's ``token`` (index among the sample's image tokens)
+    is among the image tokens of the last stage."""
+    last = trace.kept_image_positions(trace.num_stages - 1)
+    kept = []
+    for i, question in enumerate(questions):
+        positions = trace.image_mask[i].nonzero().squeeze(1)
+        kept.append(bool((last[i] == positions[question["token"]]).any()))
+    return kept
+
+
+def score(answers: list[str], questions: list[dict], kept: list[bool] | None = None) -> dict:
+    """Accuracy (%, exact answer), per question kind, which kinds' answers collapsed to one class, and the share
+    (%) of questions whose answer's image token reached the last stage (``kept``; None when nothing drops)."""
     kinds = sorted({q["kind"] for q in questions})
     result = {"accuracy": 100.0 * sum(a == q["answer"] for a, q in zip(answers, questions)) / len(questions),
-              "by_kind": {}, "collapsed": {}}
+              "by_kind": {}, "collapsed": {}, "answer_kept": None if kept is None else 100.0 * sum(kept) / len(kept)}
     for kind in kinds:
         said = [a for a, q in zip(answers, questions) if q["kind"] == kind]
         right = [a == q["answer"] for a, q in zip(answers, questions) if q["kind"] == kind]
@@ -413,11 +432,13 @@ def summarise(name: str, which: str | None, schedule, scores: list[dict], note: 
     """One table row: mean and spread (sample standard deviation) over the evaluation seeds."""
     accuracies = [s["accuracy"] for s in scores]
     collapsed = sorted({f"{k}: {c['answer']!r} x{c['share']:.0%}" for s in scores for k, c in s["collapsed"].items()})
+    kept = [s["answer_kept"] for s in scores if s.get("answer_kept") is not None]
     return {"setting": name, "model": which, "schedule": None if schedule is None else schedule.to_dict(),
             "accuracy": round(statistics.fmean(accuracies), 2),
             "spread": round(statistics.stdev(accuracies), 2) if len(accuracies) > 1 else 0.0,
             "per_seed": [round(a, 2) for a in accuracies],
             "by_kind": {k: round(statistics.fmean(s["by_kind"][k] for s in scores), 2) for k in scores[0]["by_kind"]},
+            "answer_kept": round(statistics.fmean(kept), 2) if kept else None,
             "collapsed": collapsed, "note": note or ("collapsed to one answer: " + "; ".join(collapsed) if collapsed else "")}
 
 
@@ -435,7 +456,8 @@ def model_rows(runs: dict[str, Run], evals: list[list[dict]], image_folder: Path
             sizes[which].append((ready.text_tokens, ready.image_tokens))
         for index, (_, which, chosen) in enumerate(settings[seed]):
             models[which][0].set_pdrop_config(chosen)
-            scores[index].append(score(answer_questions(prepared[which], batch_size), questions))
+            answers, kept = answer_questions(prepared[which], questions, batch_size)
+            scores[index].append(score(answers, questions, kept))
     rows = []
     for index, (name, which, chosen) in enumerate(settings[-1]):
         row = summarise(name, which, chosen, scores[index])
@@ -469,15 +491,17 @@ def picture(run: Run, question: dict, image_folder: Path, out: Path) -> dict:
 
 
 def table(rows: list[dict], seeds: int) -> str:
-    """The comparison as text: accuracy mean ± spread, per question kind, FLOPs ratios, notes."""
+    """The comparison as text: accuracy mean ± spread, per question kind, answer token kept to the last stage,
+    FLOPs ratios, notes."""
     kinds = list(rows[0]["by_kind"])
     head = f"{'setting':<28} {f'accuracy % (±sd, {seeds} seeds)':>26} " + " ".join(f"{k + ' %':>8}" for k in kinds)
-    lines = [head + f" {'FLOPs ratio':>11} {'image FLOPs':>11}  note"]
+    lines = [head + f" {'answer kept %':>13} {'FLOPs ratio':>11} {'image FLOPs':>11}  note"]
     for r in rows:
         flops = (f"{r['flops_ratio']:>11.3f} {r['image_flops_ratio']:>11.3f}" if "flops_ratio" in r
                  else f"{'-':>11} {'-':>11}")
         kind_cells = " ".join(f"{r['by_kind'][k]:>8.1f}" for k in kinds)
-        lines.append(f"{r['setting']:<28} {r['accuracy']:>19.1f} ± {r['spread']:<4.1f} {kind_cells} {flops}  {r['note']}")
+        kept = f"{r['answer_kept']:>13.1f}" if r.get("answer_kept") is not None else f"{'-':>13}"
+        lines.append(f"{r['setting']:<28} {r['accuracy']:>19.1f} ± {r['spread']:<4.1f} {kind_cells} {kept} {flops}  {r['note']}")
     return "\n".join(lines)
 
 

@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from llava import demo
 from llava.data.synthetic import (DEMO_COLORS, PLACES, DemoTask, demo_answers, demo_kind, demo_question, demo_scene,
-                                  draw_demo_scene, make_demo_eval, make_demo_train)
+                                  demo_token, draw_demo_scene, make_demo_eval, make_demo_train)
+from llava.pdrop.decoder import DropTrace
 
 SMALL = DemoTask(num_train=12, num_eval=10)
 
@@ -38,6 +40,23 @@ def test_pictures_put_each_colour_in_the_quadrant_the_answer_names(tmp_path):
                 question, answer = demo_question(kind, obj)
                 assert demo_kind(question) == kind and answer in demo_answers()[kind]
             assert _quadrants_with(image, DEMO_COLORS[obj["color"]]) == {obj["place"]}
+
+
+def test_each_shape_fills_one_image_token_and_the_records_name_it(tmp_path):
+    """With the default task a shape covers exactly one image token (cell = patch = shape side), the one
+    ``demo_token`` names; every evaluation record carries it."""
+    import random
+
+    rng, grid = random.Random(1), SMALL.canvas // SMALL.cell
+    for _ in range(20):
+        scene = demo_scene(rng, SMALL, 4)
+        image = draw_demo_scene(scene, SMALL)
+        for obj in scene:
+            cells = {(y // SMALL.cell) * grid + x // SMALL.cell for x in range(image.width) for y in range(image.height)
+                     if image.getpixel((x, y)) == DEMO_COLORS[obj["color"]]}
+            assert cells == {demo_token(obj, SMALL)}
+    records = json.loads(make_demo_eval(tmp_path, SMALL, seed=0).read_text())
+    assert all(0 <= r["token"] < grid * grid for r in records) and len({r["token"] for r in records}) > 1
 
 
 def _quadrants_with(image: Image.Image, colour: tuple[int, int, int]) -> set[str]:
@@ -137,6 +156,21 @@ def test_score_counts_kinds_and_flags_collapse():
     assert row["note"] == "collapsed to one answer: where: 'top left' x100%"
 
 
+def test_the_answer_token_counts_as_kept_only_if_it_reaches_the_last_stage():
+    """Two left-padded samples of 4 image tokens (input positions 1-4 and 2-5); the last stage keeps 2 of each."""
+    image_mask = torch.tensor([[0, 1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    trace = DropTrace(image_mask)
+    trace.stage_source_index += [torch.arange(7).expand(2, -1), torch.tensor([[0, 2, 4, 5, 6], [-1, 3, 4, 6, -1]])]
+    trace.stage_image_mask += [image_mask, torch.tensor([[0, 1, 1, 0, 0], [0, 1, 1, 0, 0]], dtype=torch.bool)]
+    questions = [{"token": 1}, {"token": 3}]  # sample 0: position 2 (kept); sample 1: position 5 (dropped)
+    assert demo.answer_token_kept(trace, questions) == [True, False]
+    assert demo.answer_token_kept(trace, [{"token": 3}, {"token": 2}]) == [True, True]
+    scores = demo.score(["a", "b"], [{"kind": "where", "answer": "a"}, {"kind": "where", "answer": "a"}], [True, False])
+    assert scores["answer_kept"] == 50.0 and demo.score(["a"], [{"kind": "where", "answer": "a"}])["answer_kept"] is None
+    row = demo.summarise("x", "nodrop", None, [scores, {**scores, "answer_kept": 100.0}])
+    assert row["answer_kept"] == 75.0 and "75.0" in demo.table([row], seeds=2)
+
+
 def test_baselines_and_table(tmp_path):
     paths = make_demo_train(tmp_path, SMALL, seed=0)
     evals = [json.loads(make_demo_eval(tmp_path, SMALL, seed).read_text()) for seed in (0, 1)]
@@ -175,8 +209,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # AVX2 level; a run under other load and a fresh clone's run gave the same table to the last digit; README "The two
 # commands"). A CPU without AVX2 or another torch may round differently; the tolerance lets rows move by a few
 # questions, not more.
-PINNED = {"chance": 20.83, "majority answer": 20.73, "no drop": 50.23, "PyramidDrop (trained)": 61.3,
-          "PyramidDrop (training-free)": 44.63, "FastV K=1 (equal FLOPs)": 45.57, "random (same schedule)": 36.13}
+PINNED = {"chance": 20.83, "majority answer": 20.8, "no drop": 99.93, "PyramidDrop (trained)": 81.57,
+          "PyramidDrop (training-free)": 75.43, "FastV K=1 (equal FLOPs)": 60.93, "random (same schedule)": 58.67}
+# Share (%) of the questions whose answer's image token reached the last stage, same run.
+PINNED_KEPT = {"PyramidDrop (trained)": 17.97, "PyramidDrop (training-free)": 31.83, "FastV K=1 (equal FLOPs)": 40.8,
+               "random (same schedule)": 9.8}
 TOLERANCE = 3.0  # accuracy points of the mean over the seeds (1 point = 30 of 3,000 questions)
 
 
@@ -208,6 +245,8 @@ def test_the_seeded_table_is_the_pinned_one(demo_run):
                           "FastV K=1 (equal FLOPs)", "random (same schedule)"]
     measured = {name: row["accuracy"] for name, row in rows.items()}
     assert measured == pytest.approx(PINNED, abs=TOLERANCE), measured
+    kept = {name: row["answer_kept"] for name, row in rows.items() if row["answer_kept"] is not None}
+    assert kept == pytest.approx(PINNED_KEPT, abs=TOLERANCE), kept
     assert len(rows["no drop"]["per_seed"]) == results["eval_seeds"] == 3
 
 
@@ -220,7 +259,7 @@ def test_flops_baselines_and_the_picture(demo_run):
     assert abs(ratios["FastV K=1 (equal FLOPs)"] - ratios["PyramidDrop (training-free)"]) < 0.05
     assert rows["chance"]["accuracy"] == pytest.approx(100 * (1 / 4 + 1 / 6) / 2, abs=0.01)
     assert rows["majority answer"]["note"].startswith("always ")
-    assert results["picture"]["kept_per_stage"] == [64, 32, 16, 8] and (out / "kept_tokens.png").is_file()
+    assert results["picture"]["kept_per_stage"] == [16, 8, 4, 2] and (out / "kept_tokens.png").is_file()
     assert "accuracy % (±sd, 3 seeds)" in stdout
     if results["runs"]["nodrop"] != "reused":  # trained here: the progress lines of each stage
         assert "steps, " in stdout and "s left, loss " in stdout
