@@ -18,6 +18,6 @@ if __name__ == "__main__":
     # other modules: the repository root takes its place, so `llava` imports with or without an install
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from llava.cli import cli_main
-    from llava.train.train import main
+    from llava.train.train import run
 
-    cli_main(main, prog="llava.train.train")
+    cli_main(run, prog="llava.train.train")
