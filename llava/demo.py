@@ -61,7 +61,7 @@ from .bench.flops import llm_flops
 from .cli import ArgumentParser, cli_main
 from .data.synthetic import DEMO_DATA_VERSION, DemoTask, demo_answers, demo_kind, make_demo_eval, make_demo_models, make_demo_train
 from .data.templates import build_prompt
-from .eval.pictures import generate_answer, kept_token_picture, picture_header, processed_inputs
+from .eval.pictures import generate_answer, kept_token_indices, kept_token_picture, picture_header, processed_inputs
 from .eval.run import Answerer
 from .model.builder import load_llava
 from .paths import CONFIGS_DIR, load_model_preset, load_schedule
@@ -388,14 +388,11 @@ def answer_questions(prepared: PreparedSet, questions: list[dict], batch_size: i
 
 
 def answer_token_kept(trace, questions: list[dict]) -> list[bool]:
-    """Per sample of a traced prefill, whether its question's ``token`` (index among the sample's image tokens)
-    is among the image tokens of the last stage."""
-    last = trace.kept_image_positions(trace.num_stages - 1)
-    kept = []
-    for i, question in enumerate(questions):
-        positions = trace.image_mask[i].nonzero().squeeze(1)
-        kept.append(bool((last[i] == positions[question["token"]]).any()))
-    return kept
+    """Per sample of a traced prefill (one image each), whether its question's ``token`` (index among the
+    sample's image tokens) is among the image tokens of the last stage."""
+    counts = trace.image_mask.sum(dim=1).tolist()
+    return [bool((kept_token_indices(trace, [counts[i]], sample=i)[-1] == question["token"]).any())
+            for i, question in enumerate(questions)]
 
 
 def score(answers: list[str], questions: list[dict], kept: list[bool] | None = None) -> dict:

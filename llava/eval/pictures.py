@@ -446,13 +446,14 @@ def run_prefill(model, inputs: Mapping[str, torch.Tensor]):
     return model.pdrop_trace
 
 
-def kept_token_indices(trace, image_token_counts: list[int], image_index: int = 0) -> list[torch.Tensor]:
-    """Per stage, the indices (within image ``image_index``) of its tokens present in that stage.
+def kept_token_indices(trace, image_token_counts: list[int], image_index: int = 0, sample: int = 0) -> list[torch.Tensor]:
+    """Per stage, the indices (within image ``image_index``) of its tokens present in that stage, for the batch's
+    ``sample``.
 
     The sample's image positions in the input are split into images by ``image_token_counts`` (one
     count per image, in prompt order); a mismatch with the model's image tokens raises, naming both.
     """
-    positions = trace.image_mask[0].nonzero().squeeze(1).cpu()
+    positions = trace.image_mask[sample].nonzero().squeeze(1).cpu()
     if positions.numel() != sum(image_token_counts):
         raise ValueError(f"the prompt holds {positions.numel()} image tokens but the token geometry gives "
                          f"{sum(image_token_counts)} ({image_token_counts}): wrong aspect_ratio for this processor?")
@@ -460,7 +461,7 @@ def kept_token_indices(trace, image_token_counts: list[int], image_index: int = 
     span = positions[start:start + image_token_counts[image_index]]
     kept = []
     for stage in range(trace.num_stages):
-        present = trace.kept_image_positions(stage)[0].cpu()
+        present = trace.kept_image_positions(stage)[sample].cpu()
         index = torch.searchsorted(span, present).clamp(max=span.numel() - 1)
         kept.append(index[span[index] == present])
     return kept

@@ -221,7 +221,7 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
         if trace is not None:
             trace.record(seq)
         causal_mask, rotary, positions = _stage_inputs(decoder, seq, plan, s, layers, attention_mask, position_ids,
-                                                       cache, first if slice_rotary else None)
+                                                       cache, first, slice_rotary)
         first = first or (causal_mask, rotary)
         # after a drop the positions may have gaps; FlashAttention would read them as packed sequences
         seq.hidden_states, stage_input = run_stage(decoder, layers, seq.hidden_states, causal_mask, rotary, positions,
@@ -230,22 +230,21 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
 
 
 def _stage_inputs(decoder: nn.Module, seq: TokenSequence, plan: KeepPlan, stage: int, layers: range,
-                  attention_mask, position_ids, cache, first) -> tuple:
+                  attention_mask, position_ids, cache, first, slice_rotary: bool) -> tuple:
     """Stage ``stage``'s causal mask, rotary embedding and the position ids its layers are given (None after
     a drop). ``first``: stage 0's mask and rotary embedding, reused where they are the same (as views);
-    None: every stage builds its own."""
+    ``slice_rotary`` False: the rotary module is called again at every stage (ZeRO-3)."""
     compacted, padded = plan.dropped_before(stage), plan.has_padding(stage)
     if not compacted:
         mask, positions = attention_mask, position_ids
     else:  # a mask only where padding is (known here): no device read in the mask builder
         mask, positions = (seq.attention_mask if padded else None), seq.position_ids
     m = seq.hidden_states.shape[1]
-    reuse = compacted and first is not None
-    if reuse and seq.positions_are_arange:  # positions 0..m-1: the first m rows of stage 0's embedding
+    if compacted and slice_rotary and seq.positions_are_arange:  # positions 0..m-1: stage 0's first m rows
         rotary = tuple(t[:, :m] for t in first[1])
     else:
         rotary = decoder.rotary_emb(seq.hidden_states, position_ids=positions)
-    if reuse and not padded and first[0] is None:
+    if compacted and not padded and first[0] is None:
         causal_mask = None  # the builder left stage 0's unpadded causal mask to the kernel: the same now
     else:  # with padding the builder's check for an implicit causal mask can only fail: skip its device reads
         causal_mask = create_causal_mask(config=decoder.config, inputs_embeds=seq.hidden_states, attention_mask=mask,
