@@ -37,7 +37,8 @@ def ideal_decoder_forward(decoder, schedule: PDropConfig, inputs_embeds: torch.T
     hidden = inputs_embeds
     for layers, length in zip(schedule.stage_layers(decoder.config.num_hidden_layers), lengths):
         hidden, stage_cos, stage_sin = hidden[:, -length:], cos[:, -length:], sin[:, -length:]
-        for layer in decoder.layers[layers.start:layers.stop]:
+        for index in layers:  # as the PyramidDrop loop: indexing, not a ModuleList slice
+            layer = decoder.layers[index]
             kv = length if cache is None else cache.get_seq_length(layer.self_attn.layer_idx) + length
             stage_mask = None if mask is None else mask[..., -length:, -kv:]
             hidden = layer(hidden, attention_mask=stage_mask, position_embeddings=(stage_cos, stage_sin),

@@ -66,6 +66,7 @@ from ..paths import load_model_preset, load_schedule
 from ..pdrop.args import add_schedule_args, schedule_from_args
 from ..pdrop.decoder import pdrop_decoder_forward
 from ..pdrop.flops import ModelShape
+from ..pdrop.ranges import RangeTimer
 from ..pdrop.schedule import PDropConfig
 from .dispatch import count_dispatch
 from .flops import flops_report
@@ -489,30 +490,59 @@ def per_boundary(counts: dict[str, dict], schedule: PDropConfig) -> dict[str, fl
 
 
 @torch.no_grad()
-def ranking_overhead(bench: Bench, arm: Arm | None = None, rounds: int = 3) -> dict[str, float] | None:
-    """Time in the ``RANKING_RANGES`` of a profiled prefill, and its share of that prefill (median of ``rounds``).
+def ranking_overhead(bench: Bench, arm: Arm | None = None, rounds: int = 5) -> dict[str, Any] | None:
+    """Time in the ``RANKING_RANGES`` of a prefill, and its share of that prefill (median of ``rounds``).
 
-    On CUDA the range time is the kernel time launched inside the ranges (their CPU time would
-    include waiting for earlier kernels); on CPU it is their CPU time. None if no range was recorded.
+    On CUDA the range time is the kernel time launched inside the ranges, read with ``torch.profiler``
+    (their host time would include waiting for earlier kernels). On CPU it is their wall-clock time,
+    read by :class:`~llava.pdrop.ranges.RangeTimer` in an unprofiled prefill; the profiler's figure
+    is reported beside it (``profiler_ranking_pct``): its own cost per operator call (a few
+    microseconds, about as much as a small call itself) weighs each range by its number of calls.
+    None if no range was entered.
     """
     arm = arm or Arm("model", bench.model.pdrop_config)
+    if bench.device.type == "cuda":
+        result = _median_share([_profiled_share(bench, arm) for _ in range(rounds)])
+        return result and {**result, "measured_by": "kernel time in the ranges (torch.profiler)"}
+    result = _median_share([_timed_share(bench, arm) for _ in range(rounds)])
+    if result is None:
+        return None
+    profiled = _median_share([_profiled_share(bench, arm) for _ in range(3)])
+    return {**result, "measured_by": "wall-clock time in the ranges (RangeTimer, no profiler)",
+            "profiler_ranking_pct": profiled["ranking_pct"]}
+
+
+def _timed_share(bench: Bench, arm: Arm) -> tuple[float, float] | None:
+    """``(range seconds, prefill seconds)`` of one prefill timed on the host, None if no range was entered."""
+    with RangeTimer() as timer:
+        _, seconds = timed(lambda: language_model_forward(bench, arm, **bench.lm_inputs), bench.device)
+    ranges = [timer.seconds[name] for name in RANKING_RANGES if name in timer.seconds]
+    return (sum(ranges), seconds) if ranges else None
+
+
+def _profiled_share(bench: Bench, arm: Arm) -> tuple[float, float] | None:
+    """``(range seconds, prefill seconds)`` of one profiled prefill (CUDA: kernel time; CPU: the ranges' CPU time)."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if bench.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    shares = []
-    for _ in range(rounds):
-        with torch.profiler.profile(activities=activities) as prof:
-            _, seconds = timed(lambda: language_model_forward(bench, arm, **bench.lm_inputs), bench.device)
-        ranges = [e for e in prof.events() if e.name in RANKING_RANGES
-                  and e.device_type == torch.autograd.DeviceType.CPU and not _inside_range(e)]
-        if not ranges:
-            return None
-        attr = "device_time_total" if bench.device.type == "cuda" else "cpu_time_total"
-        range_s = sum(getattr(e, attr) for e in ranges) / 1e6
-        shares.append((1e3 * range_s, 1e3 * seconds, 100 * range_s / seconds))
-    ranking_ms, prefill_ms, pct = sorted(shares, key=lambda row: row[2])[len(shares) // 2]
-    return {"ranking_ms": ranking_ms, "profiled_prefill_ms": prefill_ms, "ranking_pct": pct,
-            "ranking_pct_range": [min(row[2] for row in shares), max(row[2] for row in shares)]}
+    with torch.profiler.profile(activities=activities) as prof:
+        _, seconds = timed(lambda: language_model_forward(bench, arm, **bench.lm_inputs), bench.device)
+    ranges = [e for e in prof.events() if e.name in RANKING_RANGES
+              and e.device_type == torch.autograd.DeviceType.CPU and not _inside_range(e)]
+    if not ranges:
+        return None
+    attr = "device_time_total" if bench.device.type == "cuda" else "cpu_time_total"
+    return sum(getattr(e, attr) for e in ranges) / 1e6, seconds
+
+
+def _median_share(rounds: list[tuple[float, float] | None]) -> dict[str, Any] | None:
+    """The round with the median share: ``ranking_ms``, ``prefill_ms``, ``ranking_pct`` and the range of the shares."""
+    if not rounds or any(r is None for r in rounds):
+        return None
+    shares = sorted((100 * range_s / seconds, range_s, seconds) for range_s, seconds in rounds)
+    pct, range_s, seconds = shares[len(shares) // 2]
+    return {"ranking_ms": 1e3 * range_s, "prefill_ms": 1e3 * seconds, "ranking_pct": pct,
+            "ranking_pct_range": [shares[0][0], shares[-1][0]]}
 
 
 def _inside_range(event) -> bool:

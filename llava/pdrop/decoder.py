@@ -21,7 +21,6 @@ is exactly the stock decoder's.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -31,8 +30,9 @@ from transformers.masking_utils import create_causal_mask
 
 from .cache import PDropCache, StageCacheState, decode_stage_inputs
 from .keep import TokenSequence, dense_keep_index, select_image_tokens
-from .ranking import (image_token_scores, inference_query_mask, query_slots, random_keys, random_scores,
-                      training_query_mask)
+from .ranking import (RotaryTables, image_token_scores, inference_query_mask, query_slots, random_keys,
+                      random_scores, training_query_mask)
+from .ranges import profiled
 from .schedule import PDropConfig, kept_image_tokens
 from .support import check_window_not_binding, partitioned_by_zero3, sliding_window
 
@@ -101,6 +101,8 @@ class KeepPlan:
     kept: list[list[int]] = field(default_factory=list)
     length: list[int] = field(default_factory=list)
     drops: list[bool] = field(default_factory=list)
+    compacted: list[bool] = field(default_factory=list)  # per stage: :meth:`dropped_before`
+    padded: list[bool] = field(default_factory=list)  # per stage: :meth:`has_padding`
 
     @classmethod
     def read(cls, seq: TokenSequence, queries: torch.Tensor, schedule: PDropConfig) -> "KeepPlan":
@@ -118,11 +120,19 @@ class KeepPlan:
             plan.length.append(max((r - n0 + k for r, n0, k in zip(plan.real, plan.n0, kept)), default=0))
             plan.drops.append(kept != present)
             present = kept
+        plan.compacted = [any(plan.drops[:stage]) for stage in range(len(plan.drops) + 1)]
+        plan.padded = [plan._padded(stage) for stage in range(len(plan.drops) + 1)]
         return plan
+
+    def _padded(self, stage: int) -> bool:
+        if not self.compacted[stage]:
+            return min(self.real, default=0) < self.width
+        kept = self.kept[stage - 1]
+        return any(r - n0 + k != self.length[stage - 1] for r, n0, k in zip(self.real, self.n0, kept))
 
     def dropped_before(self, stage: int) -> bool:
         """Whether stage ``stage`` runs on compacted tokens (some sample dropped at an earlier boundary)."""
-        return any(self.drops[:stage])
+        return self.compacted[stage]
 
     def ends_in_last_slot(self, stage: int) -> bool:
         """Whether every sample's last token sits in the last slot in ``stage`` (inference compacts to the right)."""
@@ -130,14 +140,11 @@ class KeepPlan:
 
     def has_padding(self, stage: int) -> bool:
         """Whether some sample of stage ``stage`` is shorter than the batch's slots."""
-        if not self.dropped_before(stage):
-            return min(self.real, default=0) < self.width
-        kept = self.kept[stage - 1]
-        return any(r - n0 + k != self.length[stage - 1] for r, n0, k in zip(self.real, self.n0, kept))
+        return self.padded[stage]
 
     def dense_at(self, boundary: int) -> bool:
         """Whether no sample has padding before or after boundary ``boundary`` (its compaction needs no masks)."""
-        return not (self.has_padding(boundary) or self.has_padding(boundary + 1))
+        return not (self.padded[boundary] or self.padded[boundary + 1])
 
     def device_tensors(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sent to ``device`` in one copy: ``(S-1, B)`` image tokens kept and tokens kept after each
@@ -209,11 +216,16 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
         cache.reset_stages(stages, offsets if schedule.position_mode == "compact" else None,
                            sliding_window(decoder.config), schedule)
     stage_input = rotary = first = None
+    ranking_rotary = _RankingRotary()
     # ZeRO-3: every rank calls the rotary module at every stage (whether a batch can slice stage 0's is per rank)
     slice_rotary = not partitioned_by_zero3(decoder)
+    # no gradient asked for: the ranking runs in inference mode (less work per operator call); not under
+    # ZeRO-3, whose parameter gathers in the ranking's module calls must stay ordinary tensors
+    inference_mode = slice_rotary and not torch.is_grad_enabled()
     for s, layers in enumerate(stages):
         if s > 0:
-            ranking = _Ranking(decoder.layers, layers.start, schedule, stage_input, rotary, content_keys)
+            ranking = _Ranking(decoder.layers, layers.start, schedule, stage_input, rotary, content_keys,
+                               ranking_rotary, _slices_first_rotary(seq, plan, s - 1, slice_rotary), inference_mode)
             seq = drop_at_boundary(ranking, seq, plan, s - 1, keep_counts[s - 1], lengths[s - 1],
                                    align_right=not training)
             if cache is not None:
@@ -240,7 +252,7 @@ def _stage_inputs(decoder: nn.Module, seq: TokenSequence, plan: KeepPlan, stage:
     else:  # a mask only where padding is (known here): no device read in the mask builder
         mask, positions = (seq.attention_mask if padded else None), seq.position_ids
     m = seq.hidden_states.shape[1]
-    if compacted and slice_rotary and seq.positions_are_arange:  # positions 0..m-1: stage 0's first m rows
+    if _slices_first_rotary(seq, plan, stage, slice_rotary):
         rotary = tuple(t[:, :m] for t in first[1])
     else:
         rotary = decoder.rotary_emb(seq.hidden_states, position_ids=positions)
@@ -251,6 +263,11 @@ def _stage_inputs(decoder: nn.Module, seq: TokenSequence, plan: KeepPlan, stage:
                                          past_key_values=cache, position_ids=None if compacted else positions,
                                          layer_idx=layers.start, allow_is_causal_skip=not padded)
     return causal_mask, rotary, None if compacted else positions
+
+
+def _slices_first_rotary(seq: TokenSequence, plan: KeepPlan, stage: int, slice_rotary: bool) -> bool:
+    """Whether stage ``stage``'s rotary embedding is stage 0's first rows: its positions are ``0..m-1`` after a drop."""
+    return slice_rotary and seq.positions_are_arange and plan.dropped_before(stage)
 
 
 def decode_step(decoder: nn.Module, schedule: PDropConfig, inputs_embeds: torch.Tensor, attention_mask,
@@ -274,7 +291,8 @@ def run_stage(decoder: nn.Module, layers: range, hidden: torch.Tensor, causal_ma
               cache: Cache | None, keep_input: bool = False, **layer_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``hidden`` ``(B, m, d)`` through ``decoder.layers[layers]``; also the last layer's input if ``keep_input``."""
     last_input = None
-    for layer in decoder.layers[layers.start:layers.stop]:
+    for index in layers:  # indexing, not slicing: a slice of a ModuleList builds a new ModuleList
+        layer = decoder.layers[index]
         if keep_input:
             last_input = hidden
         hidden = layer(hidden, attention_mask=causal_mask, position_embeddings=rotary, position_ids=position_ids,
@@ -292,9 +310,21 @@ class _Ranking:
     stage_input: torch.Tensor | None  # FastV: (B, m, d) what the previous layer (next_index - 1) received
     rotary: tuple[torch.Tensor, torch.Tensor]  # the stage's (cos, sin)
     content_keys: torch.Tensor | None  # random: (B,) per-sample keys
+    ranking_rotary: "_RankingRotary"  # the prefill's rotary tables
+    first_rows: bool  # the stage's rotary embedding is stage 0's first rows (positions 0..m-1)
+    inference_mode: bool  # score in torch.inference_mode (no gradient anywhere, no ZeRO-3)
+
+    def rotary_tables(self, length: int) -> RotaryTables:
+        return self.ranking_rotary.first.head(length) if self.first_rows else self.ranking_rotary.make(self.rotary)
 
     def scores(self, seq: TokenSequence, plan: "KeepPlan", boundary: int) -> torch.Tensor:
         """``(B, m)`` float32, non-negative, higher = kept first."""
+        if not self.inference_mode:
+            return self._scores(seq, plan, boundary)
+        with torch.inference_mode():  # the scores are an inference tensor: only read (sorted), never saved
+            return self._scores(seq, plan, boundary)
+
+    def _scores(self, seq: TokenSequence, plan: "KeepPlan", boundary: int) -> torch.Tensor:
         if self.schedule.method == "random":
             return random_scores(self.content_keys, seq.attention_mask, self.schedule.seed, boundary)
         if self.schedule.method == "fastv":
@@ -304,9 +334,24 @@ class _Ranking:
         key_mask = seq.attention_mask if plan.has_padding(boundary) else None
         if seq.labels is None and seq.query_override is None:  # inference: each sample's last token asks
             index = None if plan.ends_in_last_slot(boundary) else query_slots(inference_query_mask(seq.attention_mask), 1)[0]
-            return image_token_scores(layer, hidden, self.rotary, key_mask, index, None, causal=False)
+            return image_token_scores(layer, hidden, self.rotary_tables(hidden.shape[1]), key_mask, index, None,
+                                      causal=False)
         index, valid = query_slots(_queries(seq), plan.query_slots)
-        return image_token_scores(layer, hidden, self.rotary, key_mask, index, valid)
+        return image_token_scores(layer, hidden, self.rotary_tables(hidden.shape[1]), key_mask, index, valid)
+
+
+@dataclass
+class _RankingRotary:
+    """The rotary tables of a prefill's rankings: stage 0's are made by the first boundary (inside its
+    ``pdrop/rank`` range) and kept, so that later stages whose positions are ``0..m-1`` slice them."""
+
+    first: RotaryTables | None = None
+
+    def make(self, rotary: tuple[torch.Tensor, torch.Tensor]) -> RotaryTables:
+        tables = RotaryTables.of(rotary)
+        if self.first is None:
+            self.first = tables
+        return tables
 
 
 def drop_at_boundary(ranking: _Ranking, seq: TokenSequence, plan: KeepPlan, boundary: int, keep_counts: torch.Tensor,
@@ -315,11 +360,11 @@ def drop_at_boundary(ranking: _Ranking, seq: TokenSequence, plan: KeepPlan, boun
     keeps, ``plan``'s numbers on the device)."""
     # Ranked even when nothing is dropped (e.g. a text-only batch): under ZeRO-3 every rank must call
     # the same modules in the same order, since each call gathers that module's parameters.
-    with _profiled("pdrop/rank"):
+    with profiled("pdrop/rank"):
         scores = ranking.scores(seq, plan, boundary)
     if not plan.drops[boundary]:
         return seq
-    with _profiled("pdrop/compact"):
+    with profiled("pdrop/compact"):
         if plan.dense_at(boundary):  # no padding before or after: one sort chooses, one orders
             index = dense_keep_index(scores, seq.image_mask, plan.length[boundary])
             return seq.compact_dense(index, ranking.schedule.position_mode)
@@ -327,11 +372,6 @@ def drop_at_boundary(ranking: _Ranking, seq: TokenSequence, plan: KeepPlan, boun
         kept = select_image_tokens(scores, seq.image_mask, None if uniform else keep_counts, max(plan.kept[boundary]))
         return seq.compact(~seq.image_mask | kept, ranking.schedule.position_mode, align_right, plan.length[boundary],
                            lengths)
-
-
-def _profiled(name: str):
-    """A profiler range (``llava.bench`` reads them) when a profiler runs; nothing otherwise."""
-    return torch.profiler.record_function(name) if torch.autograd.profiler._is_profiler_enabled else nullcontext()
 
 
 def _queries(seq: TokenSequence) -> torch.Tensor:

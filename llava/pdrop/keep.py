@@ -166,8 +166,7 @@ class TokenSequence:
             positions = _take(positions, index) - index + torch.arange(m, device=index.device)
         else:
             positions = positions[:, :m]
-        return replace(
-            self,
+        return TokenSequence(  # built directly, not by dataclasses.replace: this runs once per boundary
             hidden_states=_take(self.hidden_states, index),
             attention_mask=self.attention_mask[:, :m],  # all True, as before
             position_ids=positions,

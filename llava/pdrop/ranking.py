@@ -13,6 +13,7 @@ positions. The attention kernel is never asked for weights, so any kernel works.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -68,30 +69,57 @@ def query_slots(query_mask: torch.Tensor, num_slots: int | None = None) -> tuple
     return index[:, :num_slots], valid[:, :num_slots]
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding (rotate-half form, as Llama, Mistral and Qwen2). ``x`` ``(B, heads, t, D)``, cos/sin ``(B, t, D)``."""
-    return x * cos[:, None] + rotate_half(x) * sin[:, None]
-
-
 def half_signed(sin: torch.Tensor) -> torch.Tensor:
-    """``sin`` with its first half negated, so that ``rotate_half(x) * sin == x.roll(D/2) * half_signed(sin)``."""
+    """``sin`` with its first half negated, so that ``rotate_half(x) * sin == x.roll(D/2) * half_signed(sin)``
+    (``rotate_half`` as in transformers' Llama)."""
     half = sin.shape[-1] // 2
     return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
 
-def apply_rotary_rolled(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """:func:`apply_rotary` with ``signed_sin = half_signed(sin)`` made once: a roll instead of two slices, a
-    negation and a concatenation (the same values: negating a factor is exact)."""
-    return x * cos[:, None] + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin[:, None]
+class RotaryTables(NamedTuple):
+    """The rotary embedding in the form the ranking applies it: made once, sliced per stage.
+
+    Attributes:
+        cos: ``(B or 1, 1, n, D)``, the rotary module's cos with a heads axis.
+        signed_sin: ``(B or 1, 1, n, D)``, :func:`half_signed` of its sin, with a heads axis.
+    ``x * cos + x.roll(D/2) * signed_sin`` is the rotate-half form of Llama, Mistral and Qwen2,
+    ``x * cos + rotate_half(x) * sin``, to the bit (negating a factor is exact).
+    """
+
+    cos: torch.Tensor
+    signed_sin: torch.Tensor
+
+    @classmethod
+    def of(cls, position_embeddings: "tuple[torch.Tensor, torch.Tensor] | RotaryTables") -> "RotaryTables":
+        """From the rotary module's ``(cos, sin)``, each ``(B or 1, n, D)`` (tables are returned as they are)."""
+        if isinstance(position_embeddings, RotaryTables):
+            return position_embeddings
+        cos, sin = position_embeddings
+        return cls(cos[:, None], half_signed(sin)[:, None])
+
+    def head(self, length: int) -> "RotaryTables":
+        """The first ``length`` positions (views): a stage whose positions are ``0..length-1``."""
+        return RotaryTables(self.cos[:, :, :length], self.signed_sin[:, :, :length])
+
+    def last(self) -> "RotaryTables":
+        """The last position (views): the query of every sample when all end in the last slot."""
+        return RotaryTables(self.cos[:, :, -1:], self.signed_sin[:, :, -1:])
+
+    def at(self, index: torch.Tensor) -> "RotaryTables":
+        """The positions ``index`` ``(B, Q)`` of each sample: ``(B, 1, Q, D)``."""
+        batch = index.shape[0]
+        return RotaryTables(*(gather_tokens(t[:, 0].expand(batch, -1, -1), index)[:, None]
+                              for t in (self.cos, self.signed_sin)))
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` ``(B, heads, t, D)`` (``t`` the tables' positions, or 1 to broadcast)."""
+        return x * self.cos + x.roll(x.shape[-1] // 2, dims=-1) * self.signed_sin
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x`` ``(B, n, ...)`` gathered at ``index`` ``(B, Q)`` -> ``(B, Q, ...)``."""
+    if x.dim() == 2:
+        return torch.gather(x, 1, index)
     expanded = index.reshape(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
     return torch.gather(x, 1, expanded)
 
@@ -100,7 +128,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def image_token_scores(
     layer: nn.Module,
     hidden_states: torch.Tensor,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    position_embeddings: "tuple[torch.Tensor, torch.Tensor] | RotaryTables",
     key_mask: torch.Tensor | None,
     query_index: torch.Tensor | None,
     query_valid: torch.Tensor | None,
@@ -111,7 +139,8 @@ def image_token_scores(
     Args:
         layer: the decoder layer that runs next (``input_layernorm``, ``self_attn.q_proj/k_proj``).
         hidden_states: ``(B, n, d)`` output of the boundary layer; detached here (no gradient).
-        position_embeddings: ``(cos, sin)``, each ``(B or 1, n, D)``, at the current position ids.
+        position_embeddings: ``(cos, sin)``, each ``(B or 1, n, D)``, at the current position ids, or
+            their :class:`RotaryTables` (made once and sliced per stage by the decoder).
         key_mask: ``(B, n)`` bool, True at real (non-padding) tokens; None: no padding.
         query_index: ``(B, Q)`` query positions; None: one query per sample, in the last slot.
         query_valid: ``(B, Q)`` which slots are real; None: all of them.
@@ -130,7 +159,7 @@ def image_token_scores(
 def query_attention(
     layer: nn.Module,
     hidden_states: torch.Tensor,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    position_embeddings: "tuple[torch.Tensor, torch.Tensor] | RotaryTables",
     key_mask: torch.Tensor | None,
     query_index: torch.Tensor | None,
     causal: bool = True,
@@ -146,26 +175,27 @@ def query_attention(
     attn = layer.self_attn
     batch, n, _ = hidden_states.shape
     head_dim = attn.head_dim
+    rotary = RotaryTables.of(position_embeddings)
     x = layer.input_layernorm(hidden_states)  # row-wise: the query rows are taken from it
-    cos, sin = position_embeddings
-    sin = half_signed(sin)
     if query_index is None:
-        query_x, query_cos, query_sin = x[:, -1:], cos[:, -1:], sin[:, -1:]
+        query_x, query_rotary = x[:, -1:], rotary.last()
     else:
-        cos, sin = cos.expand(batch, -1, -1), sin.expand(batch, -1, -1)
-        query_x, query_cos, query_sin = (gather_tokens(t, query_index) for t in (x, cos, sin))
+        query_x, query_rotary = gather_tokens(x, query_index), rotary.at(query_index)
     num_queries = query_x.shape[1]
-    q = attn.q_proj(query_x).view(batch, num_queries, -1, head_dim).transpose(1, 2)
-    q = apply_rotary_rolled(q, query_cos, query_sin)
-    k = apply_rotary_rolled(attn.k_proj(x).view(batch, n, -1, head_dim).transpose(1, 2), cos, sin)
-    num_kv_heads = k.shape[1]
-    q = q.reshape(batch, num_kv_heads, -1, head_dim)  # (B, G, R*Q, D): head h uses kv head h // R
+    q = query_rotary.apply(attn.q_proj(query_x).view(batch, num_queries, -1, head_dim).transpose(1, 2))
+    k = rotary.apply(attn.k_proj(x).view(batch, n, -1, head_dim).transpose(1, 2))  # (B, G, n, D)
+    q = q.reshape(batch, k.shape[1], -1, head_dim)  # (B, G, R*Q, D): head h uses kv head h // R
     with _float32_math(q.device.type):  # the scores in float32 even under bf16/fp16 autocast (the spec)
-        logits = torch.matmul(q.float(), k.float().transpose(-1, -2)).view(batch, -1, num_queries, n) * head_dim**-0.5
+        logits = torch.matmul(_float32(q), _float32(k).transpose(-1, -2)).view(batch, -1, num_queries, n)
+        logits = logits * head_dim**-0.5
         allowed = _allowed_keys(key_mask, query_index, n, causal)
         if allowed is not None:  # the lowest finite value, not -inf: a slot with no allowed key stays finite
             logits = logits.masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
         return torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, n)
+
+
+def _float32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float32 else x.float()
 
 
 def _float32_math(device_type: str):

@@ -9,7 +9,8 @@ from torch import nn
 from llava.pdrop import PDropConfig
 from llava.pdrop.decoder import KeepPlan
 from llava.pdrop.keep import TokenSequence, compaction_index, dense_keep_index, select_image_tokens
-from llava.pdrop.ranking import image_token_scores, inference_query_mask, query_slots, training_query_mask
+from llava.pdrop.ranking import (RotaryTables, image_token_scores, inference_query_mask, query_slots,
+                                 training_query_mask)
 
 from ..conftest import Sample, make_batch, tiny_model
 
@@ -203,3 +204,51 @@ def test_under_zero3_every_stage_calls_the_rotary_module(monkeypatch):
         partitioned = model(**batch).logits
     assert (sliced, len(calls)) == (1, 4)
     assert torch.equal(unpartitioned, partitioned)
+
+
+# ---------------------------------------------------------------------------------------------- rotary tables
+def _rotary(n=9, batch=1):
+    model = tiny_model()
+    decoder = model.model.language_model
+    hidden = torch.randn(batch, n, decoder.config.hidden_size)
+    return decoder.rotary_emb(hidden, torch.arange(n)[None].expand(batch, -1))
+
+
+def test_rotary_tables_rotate_exactly_as_transformers():
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    cos, sin = _rotary()
+    q, k = torch.randn(1, 4, 9, 16), torch.randn(1, 2, 9, 16)
+    expected_q, expected_k = apply_rotary_pos_emb(q, k, cos, sin)
+    tables = RotaryTables.of((cos, sin))
+    assert torch.equal(tables.apply(q), expected_q) and torch.equal(tables.apply(k), expected_k)
+    assert RotaryTables.of(tables) is tables
+
+
+def test_rotary_table_slices_are_the_rows_they_name():
+    cos, sin = _rotary(batch=2)
+    tables = RotaryTables.of((cos, sin))
+    x = torch.randn(2, 4, 1, 16)
+    assert torch.equal(tables.last().apply(x), RotaryTables.of((cos[:, -1:], sin[:, -1:])).apply(x))
+    y = torch.randn(2, 4, 5, 16)
+    assert torch.equal(tables.head(5).apply(y), RotaryTables.of((cos[:, :5], sin[:, :5])).apply(y))
+    index = torch.tensor([[3, 8], [0, 2]])
+    at = tables.at(index)
+    for b in range(2):
+        for slot in range(2):
+            row = index[b, slot]
+            assert torch.equal(at.apply(x)[b, :, slot], RotaryTables.of((cos[b:b + 1, row:row + 1],
+                                                                        sin[b:b + 1, row:row + 1])).apply(x[b:b + 1])[0, :, 0])
+
+
+def test_an_inference_prefill_hands_back_ordinary_tensors():
+    # the ranking runs in inference mode when no gradient is asked for; nothing it returns may carry that
+    model = tiny_model(PDropConfig([1, 2, 3], [0.5, 0.25, 0.125]))
+    batch = make_batch([Sample(before=[5, 6], after=[7, 8, 9])] * 2, "left")
+    with torch.no_grad():
+        out = model(**batch, use_cache=True)
+    cached = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+    assert not any(t.is_inference() for t in [out.logits, *cached])
+    trace = model.pdrop_trace
+    assert not any(t.is_inference() for t in [*trace.stage_source_index, *trace.stage_image_mask])
+    out.past_key_values.layers[0].keys.add_(0)  # in place outside inference mode: refused for inference tensors
