@@ -101,29 +101,31 @@ def format_table(results: dict[str, Any]) -> str:
              f"median of {s['repeats']} interleaved rounds after {s['warmup']} warmup",
              f"schedule {s['schedule']}", f"prefill/decode: {inputs['prefill_decode']}", f"train: {inputs['train']}",
              f"ideal: {inputs['ideal']}", "[x | y]: the method over none | over ideal (tok/s: the inverse)", ""]
-    lines.append(f"{'method':<8}" + "".join(f"{title:>30}" for _, _, title in TABLE_COLUMNS)
+    w = max([8, *(len(name) + 1 for name in results["methods"])])  # the method column
+    lines.append(f"{'method':<{w}}" + "".join(f"{title:>30}" for _, _, title in TABLE_COLUMNS)
                  + f"{'FLOPs/none':>12}{'rank %':>9}")
     for name, method in results["methods"].items():
         overhead = method["metrics"].get("ranking_overhead")
         rank = f"{overhead['ranking_pct']:.1f}" if isinstance(overhead, dict) else "-"
-        lines.append(f"{name:<8}" + "".join(f"{_cell(method, t, k):>30}" for t, k, _ in TABLE_COLUMNS)
+        lines.append(f"{name:<{w}}" + "".join(f"{_cell(method, t, k):>30}" for t, k, _ in TABLE_COLUMNS)
                      + f"{method['flops_ratio']:>12.3f}{rank:>9}")
-    lines += ["", "spread: min .. max ms of the repeats", f"{'method':<8}" + "".join(f"{t:>22}" for t, _, _ in TABLE_COLUMNS)]
+    lines += ["", "spread: min .. max ms of the repeats", f"{'method':<{w}}" + "".join(f"{t:>22}" for t, _, _ in TABLE_COLUMNS)]
     for name, method in results["methods"].items():
         cells = [f"{m['min_ms']:.4g} .. {m['max_ms']:.4g}" if isinstance(m := method["metrics"].get(t), dict) else "-"
                  for t, _, _ in TABLE_COLUMNS]
-        lines.append(f"{name:<8}" + "".join(f"{c:>22}" for c in cells))
-    lines += ["", f"peak memory, MiB ({inputs['peak_memory']})", f"{'method':<8}" + "".join(f"{t:>22}" for t, _, _ in TABLE_COLUMNS)]
+        lines.append(f"{name:<{w}}" + "".join(f"{c:>22}" for c in cells))
+    lines += ["", f"peak memory, MiB ({inputs['peak_memory']})", f"{'method':<{w}}" + "".join(f"{t:>22}" for t, _, _ in TABLE_COLUMNS)]
     for name, method in results["methods"].items():
         cells = [f"{m['peak_mem_mib']:.0f}" if isinstance(m := method["metrics"].get(t), dict) and m.get("peak_mem_mib")
                  else ("n/a" if isinstance(m, dict) else str(m or "-")) for t, _, _ in TABLE_COLUMNS]
-        lines.append(f"{name:<8}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{name:<{w}}" + "".join(f"{c:>22}" for c in cells))
     lines += ["", "asked of the device (operator calls / host reads / allocations)",
-              f"{'method':<8}{'prefill':>24}{'decode step':>24}"]
+              f"{'method':<{w}}{'prefill':>24}{'decode step':>24}"]
     for name, method in results["methods"].items():
-        counts = method["dispatch"]
-        lines.append(f"{name:<8}" + "".join(f"{'{ops} / {syncs} / {allocations}'.format(**counts[k]):>24}"
-                                            for k in ("prefill", "decode_step")))
+        counts = method["dispatch"]  # None for a compiled arm: a dispatch counter runs it eager
+        lines.append(f"{name:<{w}}" + "".join(
+            f"{'{ops} / {syncs} / {allocations}'.format(**counts[k]) if counts else 'not counted':>24}"
+            for k in ("prefill", "decode_step")))
     c2f = results.get("coarse_to_fine")
     if c2f:
         times = ", ".join(f"{key} {value:.4g}" for key, value in c2f["median_ms"].items())

@@ -74,8 +74,8 @@ from .ideal import ideal_decoder_forward, ideal_training_loss
 from .report import describe_inputs, environment, format_table, reliability, warn_unreliable
 
 TASKS = ("prefill", "decode", "train", "train_ckpt")
-METHODS = ("none", "pdrop", "fastv", "ideal", "c2f")
-TASK_METHODS = METHODS[:4]  # c2f is measured as a whole pipeline of its own (measure_coarse_to_fine)
+METHODS = ("none", "pdrop", "pdrop_compiled", "fastv", "ideal", "c2f")
+TASK_METHODS = METHODS[:5]  # c2f is measured as a whole pipeline of its own (measure_coarse_to_fine)
 RANKING_RANGES = ("pdrop/rank", "pdrop/compact")  # record_function ranges of the decoder's ranking and compaction
 TEXT_BEFORE_IMAGE = 2  # prompt layout: a few text tokens, the image tokens, then the rest of the text
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -90,8 +90,8 @@ class SpeedSettings:
     preset: str
     """A ``configs/models/`` preset name or JSON path (shapes and token counts)."""
     methods: tuple[str, ...] = ("none", "pdrop", "ideal")
-    """Subset of ``METHODS``: ``none`` (PyramidDrop off), ``pdrop`` (``schedule``), ``fastv``, ``ideal``
-    (``schedule``'s token counts by free slicing)."""
+    """Subset of ``METHODS``: ``none`` (PyramidDrop off), ``pdrop`` (``schedule``), ``pdrop_compiled`` (``schedule``,
+    ranked by the compiled ranking), ``fastv``, ``ideal`` (``schedule``'s token counts by free slicing)."""
     tasks: tuple[str, ...] = TASKS
     """Subset of ``TASKS``."""
     schedule: PDropConfig | None = None
@@ -144,6 +144,11 @@ class Arm:
     def model_schedule(self) -> PDropConfig | None:
         return None if self.name == "ideal" else self.schedule
 
+    @property
+    def compiled(self) -> bool:
+        """``pdrop_compiled``: the ``pdrop`` schedule scored by the compiled ranking."""
+        return self.name == "pdrop_compiled"
+
 
 @dataclass
 class Measurement:
@@ -181,6 +186,7 @@ class Bench:
 
     def use(self, arm: Arm) -> None:
         self.model.set_pdrop_config(arm.model_schedule)
+        self.model.pdrop_compile_ranking = arm.compiled
 
 
 # ---------------------------------------------------------------------------------------------- schedules
@@ -303,7 +309,7 @@ def language_model_forward(bench: Bench, arm: Arm, inputs_embeds: torch.Tensor, 
         out = decoder(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True)
     else:
         out = pdrop_decoder_forward(decoder, arm.schedule, inputs_embeds, image_mask, past_key_values=cache,
-                                    use_cache=True, trace=False)
+                                    use_cache=True, trace=False, compile_ranking=arm.compiled)
     return model.lm_head(out.last_hidden_state[:, -1:]), out.past_key_values
 
 
@@ -605,7 +611,8 @@ def run_benchmark(settings: SpeedSettings) -> dict[str, Any]:
     pdrop = next((arm for arm in arms if arm.name in ("pdrop", "ideal")), None)
     schedule = pdrop.schedule if pdrop else settings.schedule or default_schedule(settings.preset, len(
         bench.model.model.language_model.layers))
-    counts = {arm.name: dispatch_counts(bench, arm) for arm in
+    # a compiled arm is not counted: under the counter's dispatch mode torch.compile runs the eager code
+    counts = {arm.name: None if arm.compiled else dispatch_counts(bench, arm) for arm in
               [*arms, *[Arm(name, schedule) for name in ("pdrop", "ideal") if name not in settings.methods]]}
     train_tokens = next((m[t]["image_tokens"] for m in metrics.values() for t in ("train", "train_ckpt")
                          if isinstance(m.get(t), dict)), None)

@@ -9,7 +9,8 @@ target names a preset, a task, a metric and a bound:
 * ``tokens_per_s_vs_none``: decode tokens/s over no drop;
 * ``ranking_pct``: ranking + compaction as a share of the prefill (%).
 
-A target whose run or metric is missing is reported as ``missing``, never as met.
+A target names the method it reads (``method``, default ``pdrop``; e.g. ``pdrop_compiled``). A target
+whose run or metric is missing is reported as ``missing``, never as met.
 
 Launch::
 
@@ -47,13 +48,16 @@ def preset_name(preset: str) -> str:
 
 
 def check_targets(runs: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each target with the measured value and ``met`` / ``missed`` / ``missing``."""
-    by_preset = {preset_name(run["settings"]["preset"]): run for run in runs}
+    """Each target with the measured value and ``met`` / ``missed`` / ``missing``.
+
+    A preset may have several runs (e.g. one of every method and task, one of a single arm): a target
+    takes its value from the first run, in the order given, that has it.
+    """
     checked = []
     for target in targets:
-        run = by_preset.get(target["preset"])
-        value = None if run is None else metric_value(run, target["task"], target["metric"],
-                                                      target.get("method", "pdrop"))
+        values = (metric_value(run, target["task"], target["metric"], target.get("method", "pdrop"))
+                  for run in runs if preset_name(run["settings"]["preset"]) == target["preset"])
+        value = next((v for v in values if v is not None), None)
         if value is None:
             status = "missing"
         elif ("max" in target and value > target["max"]) or ("min" in target and value < target["min"]):

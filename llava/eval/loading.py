@@ -25,6 +25,8 @@ def add_model_args(parser: argparse.ArgumentParser, no_pdrop: bool = True) -> No
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--attn_implementation", default="sdpa")
+    parser.add_argument("--pdrop_compile_ranking", action="store_true",
+                        help="score image tokens with a torch.compile'd ranking (GPU; the first prompts compile)")
     add_schedule_args(parser, no_pdrop=no_pdrop)
 
 
@@ -36,6 +38,7 @@ def load_for_eval(args: argparse.Namespace):
     model, processor = load_llava(args.model_path, dtype=getattr(torch, args.dtype), device=device,
                                   attn_implementation=args.attn_implementation, **saved)
     model.set_pdrop_config(flags.resolve(ModelShape.from_config(model.config), model.pdrop_config))
+    model.pdrop_compile_ranking = getattr(args, "pdrop_compile_ranking", False)
     return model, processor
 
 

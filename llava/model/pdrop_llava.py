@@ -17,6 +17,8 @@ the longest sample after the last drop. Inference left-aligns padding (``logits[
 sample's last token); training right-aligns it and computes the loss on the kept labels.
 ``model.pdrop_trace`` (a :class:`~llava.pdrop.decoder.DropTrace`) tells which input positions were
 kept at every stage of the last prefill (``pdrop_record_trace = False`` skips it, as training does).
+``pdrop_compile_ranking = True`` scores with the compiled ranking
+(:func:`llava.pdrop.ranking.compiled_query_attention`; off by default, not under ZeRO-3).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class PDropMixin:
     pdrop_config: PDropConfig | None
     pdrop_trace: DropTrace | None
     pdrop_record_trace: bool = True
+    pdrop_compile_ranking: bool = False
     stock_class: type
     output_class: type
 
@@ -156,7 +159,8 @@ class PDropMixin:
         out = pdrop_decoder_forward(
             self.model.language_model, self.pdrop_config, inputs_embeds, image_mask, attention_mask=attention_mask,
             position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache, labels=labels,
-            query_mask=pdrop_query_mask, trace=self.pdrop_record_trace, **kwargs)
+            query_mask=pdrop_query_mask, trace=self.pdrop_record_trace, compile_ranking=self.pdrop_compile_ranking,
+            **kwargs)
         if out.trace is not None:
             self.pdrop_trace = out.trace
         return self._head_and_loss(out, labels, logits_to_keep, image_features, kwargs)

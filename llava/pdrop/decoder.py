@@ -160,7 +160,8 @@ def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embe
                           image_mask: torch.Tensor, attention_mask: torch.Tensor | None = None,
                           position_ids: torch.Tensor | None = None, past_key_values: Cache | None = None,
                           use_cache: bool = False, labels: torch.Tensor | None = None,
-                          query_mask: torch.Tensor | None = None, trace: bool = True, **kwargs) -> PDropDecoderOutput:
+                          query_mask: torch.Tensor | None = None, trace: bool = True, compile_ranking: bool = False,
+                          **kwargs) -> PDropDecoderOutput:
     """Run ``decoder`` (a ``LlamaModel``-like module) stage by stage with PyramidDrop.
 
     Args:
@@ -173,6 +174,7 @@ def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embe
             dropped in sync with the hidden states.
         query_mask: ``(B, n)`` bool, explicit query tokens (overrides the labels/last-token rule).
         trace: keep a :class:`DropTrace` of the prefill (costs one gather per boundary).
+        compile_ranking: score with :func:`~llava.pdrop.ranking.compiled_query_attention` (refused under ZeRO-3).
     """
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError("PyramidDrop needs a 2D attention_mask (batch, sequence); got a 4D mask")
@@ -197,12 +199,13 @@ def pdrop_decoder_forward(decoder: nn.Module, schedule: PDropConfig, inputs_embe
     seq = _initial_sequence(inputs_embeds, attention_mask, position_ids, image_mask, labels, query_mask, trace,
                             positions_are_arange=default_positions)  # past == 0 here: 0..n-1
     seq, drop_trace = prefill(decoder, schedule, seq, attention_mask, position_ids, past_key_values,
-                              use_cache=use_cache, **kwargs)
+                              compile_ranking=compile_ranking, use_cache=use_cache, **kwargs)
     return PDropDecoderOutput(decoder.norm(seq.hidden_states), past_key_values, seq.labels, drop_trace)
 
 
 def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, attention_mask, position_ids,
-            cache: PDropCache | None, **layer_kwargs) -> tuple[TokenSequence, DropTrace | None]:
+            cache: PDropCache | None, compile_ranking: bool = False,
+            **layer_kwargs) -> tuple[TokenSequence, DropTrace | None]:
     """The prompt through every stage, dropping at each boundary; fills ``cache``'s stage state."""
     stages = schedule.stage_layers(decoder.config.num_hidden_layers)
     training = seq.labels is not None
@@ -222,10 +225,14 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
     # no gradient asked for: the ranking runs in inference mode (less work per operator call); not under
     # ZeRO-3, whose parameter gathers in the ranking's module calls must stay ordinary tensors
     inference_mode = slice_rotary and not torch.is_grad_enabled()
+    if compile_ranking and not slice_rotary:
+        raise ValueError("pdrop_compile_ranking is not supported under DeepSpeed ZeRO-3 (its parameter gathers "
+                         "run in module hooks that a compiled ranking would not call): turn it off")
     for s, layers in enumerate(stages):
         if s > 0:
             ranking = _Ranking(decoder.layers, layers.start, schedule, stage_input, rotary, content_keys,
-                               ranking_rotary, _slices_first_rotary(seq, plan, s - 1, slice_rotary), inference_mode)
+                               ranking_rotary, _slices_first_rotary(seq, plan, s - 1, slice_rotary), inference_mode,
+                               compile_ranking)
             seq = drop_at_boundary(ranking, seq, plan, s - 1, keep_counts[s - 1], lengths[s - 1],
                                    align_right=not training)
             if cache is not None:
@@ -313,6 +320,7 @@ class _Ranking:
     ranking_rotary: "_RankingRotary"  # the prefill's rotary tables
     first_rows: bool  # the stage's rotary embedding is stage 0's first rows (positions 0..m-1)
     inference_mode: bool  # score in torch.inference_mode (no gradient anywhere, no ZeRO-3)
+    compiled: bool  # score with the compiled query attention
 
     def rotary_tables(self, length: int) -> RotaryTables:
         return self.ranking_rotary.first.head(length) if self.first_rows else self.ranking_rotary.make(self.rotary)
@@ -335,9 +343,10 @@ class _Ranking:
         if seq.labels is None and seq.query_override is None:  # inference: each sample's last token asks
             index = None if plan.ends_in_last_slot(boundary) else query_slots(inference_query_mask(seq.attention_mask), 1)[0]
             return image_token_scores(layer, hidden, self.rotary_tables(hidden.shape[1]), key_mask, index, None,
-                                      causal=False)
+                                      causal=False, compiled=self.compiled)
         index, valid = query_slots(_queries(seq), plan.query_slots)
-        return image_token_scores(layer, hidden, self.rotary_tables(hidden.shape[1]), key_mask, index, valid)
+        return image_token_scores(layer, hidden, self.rotary_tables(hidden.shape[1]), key_mask, index, valid,
+                                  compiled=self.compiled)
 
 
 @dataclass

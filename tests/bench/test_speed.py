@@ -147,6 +147,17 @@ def test_decode_loop_is_greedy_generate(schedule):
     assert torch.equal(tokens, expected[:, -4:])
 
 
+@pytest.mark.integration
+def test_the_compiled_arm_runs_beside_the_eager_one(capsys):
+    results = main(["--preset", "tiny-llava", "--methods", "none,pdrop,pdrop_compiled,ideal", "--tasks",
+                    "prefill,decode,train", *QUICK])
+    entry, eager = results["methods"]["pdrop_compiled"], results["methods"]["pdrop"]
+    assert entry["schedule"] == eager["schedule"] and entry["flops_ratio"] == eager["flops_ratio"]
+    assert all(entry["metrics"][task]["median_ms"] > 0 for task in ("prefill", "decode", "train"))
+    assert entry["metrics"]["ranking_overhead"]["ranking_pct"] > 0
+    assert entry["dispatch"] is None and "not counted" in capsys.readouterr().out  # a counter would run it eager
+
+
 def test_ranking_overhead_found_only_with_pdrop():
     bench = bench_for(("prefill",))
     assert speed.ranking_overhead(bench) is None  # PyramidDrop off: no ranking ranges

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import logging
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from llava.eval import chunks, infer, run
+from llava.eval.loading import add_model_args, load_for_eval
 from llava.eval.answers import read_answers
 from tests.conftest import TINY_SCHEDULE, save_assembled_llava
 
@@ -118,6 +120,22 @@ def test_schedule_flags_override_the_saved_schedule(checkpoint, questions, asset
     custom = evaluate(checkpoint, questions, assets, tmp_path / "c.jsonl", "--layer_list", "[2]",
                       "--image_token_ratio_list", "[0.5]")
     assert custom["eval-0"]["metadata"]["pdrop"]["layer_list"] == [2]
+
+
+def test_compile_ranking_flag_reaches_the_model(checkpoint):
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    for flags, expected in (([], False), (["--pdrop_compile_ranking"], True)):
+        model, _ = load_for_eval(parser.parse_args(["--model_path", str(checkpoint), "--device", "cpu", *flags]))
+        assert model.pdrop_compile_ranking is expected
+
+
+@pytest.mark.integration
+def test_compiled_ranking_answers_as_the_eager_one(checkpoint, questions, assets, tmp_path):
+    eager = evaluate(checkpoint, questions, assets, tmp_path / "e.jsonl", "--batch_size", "3")
+    compiled = evaluate(checkpoint, questions, assets, tmp_path / "c.jsonl", "--batch_size", "3",
+                        "--pdrop_compile_ranking")
+    assert {k: r["text"] for k, r in compiled.items()} == {k: r["text"] for k, r in eager.items()}
 
 
 def test_missing_image_is_named_or_skipped_and_counted(checkpoint, assets, tmp_path, caplog):
