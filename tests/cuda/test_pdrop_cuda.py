@@ -84,3 +84,26 @@ def test_peak_memory_of_a_prefill_shrinks_with_the_drop():
             model(**batch, use_cache=True)
         peaks[name] = torch.cuda.max_memory_allocated()
     assert peaks["pdrop"] <= peaks["none"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_compiled_ranking_keeps_the_eager_tokens(dtype):
+    """The opt-in compiled ranking on the GPU against the eager one: in float32 the same kept tokens; in
+    bfloat16 the fused kernels round k and the norm once instead of after every operation, so a
+    near-tie may go the other way: most kept tokens are shared."""
+    model = tiny_model(PDropConfig([1, 2, 3], [0.5, 0.25, 0.125]), "sdpa").to("cuda", dtype)
+    batch = _cuda_batch(dtype)
+    kept, logits = {}, {}
+    for compiled in (False, True):
+        model.pdrop_compile_ranking = compiled
+        with torch.no_grad():
+            logits[compiled] = model(**batch).logits
+        trace = model.pdrop_trace
+        kept[compiled] = [[set(p.tolist()) for p in trace.kept_image_positions(s)] for s in range(trace.num_stages)]
+    if dtype == torch.float32:
+        assert kept[True] == kept[False]
+        torch.testing.assert_close(logits[True], logits[False], **TOLERANCE[dtype])
+    else:
+        shared = sum(len(a & b) for stage_a, stage_b in zip(kept[True], kept[False]) for a, b in zip(stage_a, stage_b))
+        total = sum(len(a) for stage in kept[False] for a in stage)
+        assert shared >= 0.75 * total
