@@ -201,16 +201,21 @@ _COMPILED_QUERY_ATTENTION = []
 
 
 def compiled_query_attention():
-    """:func:`query_attention` under ``torch.compile`` (dynamic shapes), built on the first call.
+    """:func:`query_attention` under ``torch.compile``, built on the first call. Experimental, opt-in
+    (the model's ``pdrop_compile_ranking``, ``--pdrop_compile_ranking``); not with ZeRO-3.
 
     The layer's norm and projections are traced with the rest, so the elementwise work of the norm,
     the rotary embedding and the softmax fuses into a few kernels; the projections stay library
-    matrix products. The first call of each new case compiles (seconds). Opt-in (the model's
-    ``pdrop_compile_ranking``, ``--pdrop_compile_ranking``): fused kernels round differently from
-    eager ones (about 1e-7 relative here), so near-ties can rank the other way; not with ZeRO-3.
+    matrix products. Shapes are torch.compile's automatic dynamic ones: the first call of a case
+    (inference or training queries, padding or not) compiles for its sizes, the first call with other
+    lengths compiles once more with those sizes symbolic (seconds each; after 8 cases torch.compile
+    runs the rest eagerly). Not ``dynamic=True``: with every size symbolic, torch 2.13's CPU code
+    corrupted memory after a change of batch size (head dims symbolic too; seen in the tests). Fused
+    kernels round differently from eager ones (about 1e-7 relative here), so near-ties can rank the
+    other way.
     """
     if not _COMPILED_QUERY_ATTENTION:
-        _COMPILED_QUERY_ATTENTION.append(torch.compile(query_attention, dynamic=True))
+        _COMPILED_QUERY_ATTENTION.append(torch.compile(query_attention, dynamic=None))
     return _COMPILED_QUERY_ATTENTION[0]
 
 

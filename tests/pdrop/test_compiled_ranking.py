@@ -52,3 +52,19 @@ def test_compiled_ranking_is_refused_under_zero3():
     with torch.no_grad(), pytest.raises(ValueError, match="not supported under DeepSpeed ZeRO-3"):
         pdrop_decoder_forward(decoder, SCHEDULE, embeds, image_mask, attention_mask=batch["attention_mask"],
                               compile_ranking=True)
+
+
+@pytest.mark.integration
+def test_compiled_ranking_follows_batch_and_length_changes():
+    # new batch sizes and lengths after the first compile (the shapes turn symbolic), rotary tables both
+    # made for the call and sliced from a longer prefix: each result equals the eager one
+    from llava.pdrop.ranking import RotaryTables, compiled_query_attention, query_attention
+
+    decoder = tiny_model(SCHEDULE).model.language_model
+    full = RotaryTables.of(decoder.rotary_emb(torch.randn(1, 40, 64), torch.arange(40)[None]))
+    for batch, n in [(1, 28), (1, 22), (2, 30), (2, 17), (3, 25)]:
+        hidden = torch.randn(batch, n, 64)
+        for tables in (full.head(n), RotaryTables.of(decoder.rotary_emb(hidden, torch.arange(n)[None]))):
+            with torch.inference_mode():
+                args = (decoder.layers[1], hidden, tables, None, None, False)
+                torch.testing.assert_close(compiled_query_attention()(*args), query_attention(*args))
