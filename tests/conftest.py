@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import pytest
@@ -16,6 +19,15 @@ IMAGE_TOKEN = 127
 PAD = 0
 N_IMAGE = 16  # tiny preset: (28 / 7) ** 2 patches, CLS dropped
 TINY_SCHEDULE = PDropConfig([1, 2, 3], [0.5, 0.25, 0.125])
+
+# torch.compile's on-disk cache, private to this test session: a kernel another process compiled with
+# other CPU settings (importing llava.demo pins ATEN_CPU_CAPABILITY=avx2) failed when reused here
+INDUCTOR_CACHE = tempfile.mkdtemp(prefix="pdrop-tests-inductor-")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = INDUCTOR_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(INDUCTOR_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

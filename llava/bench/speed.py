@@ -75,7 +75,6 @@ from .report import describe_inputs, environment, format_table, reliability, war
 
 TASKS = ("prefill", "decode", "train", "train_ckpt")
 METHODS = ("none", "pdrop", "pdrop_compiled", "fastv", "ideal", "c2f")
-TASK_METHODS = METHODS[:5]  # c2f is measured as a whole pipeline of its own (measure_coarse_to_fine)
 RANKING_RANGES = ("pdrop/rank", "pdrop/compact")  # record_function ranges of the decoder's ranking and compaction
 TEXT_BEFORE_IMAGE = 2  # prompt layout: a few text tokens, the image tokens, then the rest of the text
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -212,7 +212,9 @@ def compiled_query_attention():
     runs the rest eagerly). Not ``dynamic=True``: with every size symbolic, torch 2.13's CPU code
     corrupted memory after a change of batch size (head dims symbolic too; seen in the tests). Fused
     kernels round differently from eager ones (about 1e-7 relative here), so near-ties can rank the
-    other way.
+    other way. On a CPU, torch's on-disk kernel cache reused a kernel built under another
+    ``ATEN_CPU_CAPABILITY`` (importing ``llava.demo`` sets it) and failed: such a process needs its own
+    ``TORCHINDUCTOR_CACHE_DIR`` (the tests use one per session).
     """
     if not _COMPILED_QUERY_ATTENTION:
         _COMPILED_QUERY_ATTENTION.append(torch.compile(query_attention, dynamic=None))
