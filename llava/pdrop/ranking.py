@@ -208,13 +208,12 @@ def compiled_query_attention():
     the rotary embedding and the softmax fuses into a few kernels; the projections stay library
     matrix products. Shapes are torch.compile's automatic dynamic ones: the first call of a case
     (inference or training queries, padding or not) compiles for its sizes, the first call with other
-    lengths compiles once more with those sizes symbolic (seconds each; after 8 cases torch.compile
-    runs the rest eagerly). Not ``dynamic=True``: with every size symbolic, torch 2.13's CPU code
-    corrupted memory after a change of batch size (head dims symbolic too; seen in the tests). Fused
-    kernels round differently from eager ones (about 1e-7 relative here), so near-ties can rank the
-    other way. On a CPU, torch's on-disk kernel cache reused a kernel built under another
-    ``ATEN_CPU_CAPABILITY`` (importing ``llava.demo`` sets it) and failed: such a process needs its own
-    ``TORCHINDUCTOR_CACHE_DIR`` (the tests use one per session).
+    lengths compiles once more with those sizes symbolic, the model's widths staying fixed (seconds
+    each; after 8 cases torch.compile runs the rest eagerly). Fused kernels round differently from
+    eager ones (about 1e-7 relative here), so near-ties can rank the other way. On a CPU, torch's
+    on-disk kernel cache hands a process kernels built under another ``ATEN_CPU_CAPABILITY``
+    (importing ``llava.demo`` sets it), which failed or corrupted memory when run: such a process
+    needs its own ``TORCHINDUCTOR_CACHE_DIR`` (the tests use one per session).
     """
     if not _COMPILED_QUERY_ATTENTION:
         _COMPILED_QUERY_ATTENTION.append(torch.compile(query_attention, dynamic=None))
