@@ -226,8 +226,8 @@ def prefill(decoder: nn.Module, schedule: PDropConfig, seq: TokenSequence, atten
     # ZeRO-3, whose parameter gathers in the ranking's module calls must stay ordinary tensors
     inference_mode = slice_rotary and not torch.is_grad_enabled()
     if compile_ranking and not slice_rotary:
-        raise ValueError("pdrop_compile_ranking is not supported under DeepSpeed ZeRO-3 (its parameter gathers "
-                         "run in module hooks that a compiled ranking would not call): turn it off")
+        raise ValueError("pdrop_compile_ranking is not supported under DeepSpeed ZeRO-3 (its parameter gathers in "
+                         "module hooks do not compile): turn it off")
     for s, layers in enumerate(stages):
         if s > 0:
             ranking = _Ranking(decoder.layers, layers.start, schedule, stage_input, rotary, content_keys,
