@@ -12,6 +12,7 @@ positions. The attention kernel is never asked for weights, so any kernel works.
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -197,9 +198,7 @@ def query_attention(
         return torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, n)
 
 
-_COMPILED_QUERY_ATTENTION = []
-
-
+@functools.cache
 def compiled_query_attention():
     """:func:`query_attention` under ``torch.compile``, built on the first call. Experimental, opt-in
     (the model's ``pdrop_compile_ranking``, ``--pdrop_compile_ranking``); not with ZeRO-3.
@@ -215,9 +214,7 @@ def compiled_query_attention():
     (importing ``llava.demo`` sets it), which failed or corrupted memory when run: such a process
     needs its own ``TORCHINDUCTOR_CACHE_DIR`` (the tests use one per session).
     """
-    if not _COMPILED_QUERY_ATTENTION:
-        _COMPILED_QUERY_ATTENTION.append(torch.compile(query_attention, dynamic=None))
-    return _COMPILED_QUERY_ATTENTION[0]
+    return torch.compile(query_attention, dynamic=None)
 
 
 def _float32(x: torch.Tensor) -> torch.Tensor:
