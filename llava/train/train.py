@@ -14,7 +14,10 @@ trains, build the dataset, train (resuming from the newest complete checkpoint),
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import gc
 import json
+import logging
 import os
 import shutil
 import sys
@@ -378,13 +381,24 @@ def _zero_stage(training_args) -> int | None:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """The command: :func:`main`, then the process group torn down before the process exits.
+    """The command: :func:`main`, then a clean end for every rank.
 
-    A gloo group left to the interpreter's exit can abort a rank after a finished run ("terminate called
-    without an active exception", seen once in eight 2-rank ZeRO-3 runs here), failing the launch.
+    Native objects left to the interpreter's exit can abort a rank after a finished run ("terminate called
+    without an active exception": once in eight 2-rank ZeRO-3 runs here, and in a CI run after the process
+    group was already destroyed at the end of the run). So the trainer (DeepSpeed engine, ZeRO-3 gather
+    handles, gloo work) is released while the interpreter is whole, the process group is destroyed, and a
+    launched rank (torchrun, DeepSpeed's launcher) then leaves with exit status 0 without the interpreter's
+    teardown, once its output, logs and wandb run are flushed. ``faulthandler`` prints where Python was if
+    a rank still dies in native code.
     """
-    main(argv)
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
+    trainer = main(argv)
+    del trainer
+    gc.collect()
     end_process_group()
+    if launched_rank():
+        exit_flushed()
 
 
 def end_process_group() -> None:
@@ -392,6 +406,23 @@ def end_process_group() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def launched_rank() -> bool:
+    """Whether this process is a rank started by a launcher (torchrun and DeepSpeed's set ``LOCAL_RANK``)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def exit_flushed() -> None:
+    """Exit status 0 now, without the interpreter's teardown: the wandb run is finished (its exit hook
+    would not run), logs and standard streams are flushed first."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
