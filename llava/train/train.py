@@ -393,8 +393,7 @@ def run(argv: list[str] | None = None) -> None:
     """
     if not faulthandler.is_enabled():
         faulthandler.enable()
-    trainer = main(argv)
-    del trainer
+    main(argv)  # the trainer it returns is dropped at once; gc.collect frees its reference cycles
     gc.collect()
     end_process_group()
     if launched_rank():
